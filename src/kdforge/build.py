@@ -1,0 +1,96 @@
+"""From recipe pieces to training objects, plus the preflight check that runs before the first step."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from kdforge.data.tensors import TensorData
+from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
+from kdforge.losses.base import IGNORE_INDEX, WeightedSum
+from kdforge.models.forward import call_model, logits_of
+from kdforge.recipe import LossTerm, check_loss_term
+from kdforge.registry import LOSSES
+from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
+    """One Accelerator for the run; device and process layout come from `accelerate launch` (CPU by default)."""
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def build_loss(terms: Sequence[LossTerm]) -> WeightedSum:
+    losses, weights = {}, {}
+    for i, term in enumerate(terms):
+        check_loss_term(term, where=f"recipe.losses[{i}]")
+        losses[term.name] = LOSSES.get(term.name)(**term.params)
+        weights[term.name] = term.weight
+    return WeightedSum(losses, weights)
+
+
+def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: TensorData,
+              declared_taps: tuple[set[str], set[str]], batch_size: int = 8) -> dict[str, tuple[int, ...]]:
+    """One small batch through teacher, student and loss before training: every tap fires, every tap a loss
+    reads is declared, labels fit the student's outputs, the loss is finite and reaches the student.
+
+    Runs in eval mode so batch-norm statistics are not updated; gradients are cleared afterwards.
+    Returns the captured shapes (for logging).
+    """
+    needed_student, needed_teacher = module.loss.required_taps()
+    for side, needed, declared in (("student", needed_student, declared_taps[0]),
+                                   ("teacher", needed_teacher, declared_taps[1])):
+        missing = sorted(needed - declared)
+        if missing:
+            raise RecipeError(
+                f"recipe.taps.{side}: the losses read {missing}, which are not declared. "
+                f"Add them under taps.{side} as name: module.path."
+            )
+    batch = data[slice(0, batch_size)]
+    device = next(module.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    was_training = module.training
+    module.eval()
+    try:
+        if teacher is not None:
+            teacher_outputs = teacher(batch)
+            teacher.capture.check_fired()
+        terms = standard_step(module, teacher, batch)
+        module.capture.check_fired()
+        _check_labels(batch, module, teacher)
+        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise KDForgeError(f"preflight: loss term(s) {bad} are not finite on the first batch. Check the inputs.")
+        terms["loss"].backward()
+        if all(p.grad is None for p in module.student.parameters()):
+            raise KDForgeError("preflight: no gradient reaches the student; check that the losses use its outputs.")
+    finally:
+        module.zero_grad(set_to_none=True)
+        module.train(was_training)
+    shapes = {f"student.{k}": tuple(v.shape) for k, v in module.capture.features.items()}
+    if teacher is not None:
+        shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})
+    return shapes
+
+
+def _check_labels(batch: dict, module: DistillModule, teacher: OnlineTeacher | None) -> None:
+    labels = batch.get("labels")
+    if labels is None:
+        return
+    with torch.no_grad():
+        num_outputs = logits_of(call_model(module.student, batch, module.inputs)).shape[-1]
+    known = labels[labels != IGNORE_INDEX]
+    if known.numel() and int(known.max()) >= num_outputs:
+        raise ShapeMismatchError(
+            f"data: labels go up to {int(known.max())} but the student has {num_outputs} outputs. "
+            f"Give the student num_classes >= {int(known.max()) + 1}, or fix the labels."
+        )

@@ -1,0 +1,139 @@
+"""Build and save models from specs: `builtin:<name>`, `py:package.module:attr`, `hf:<dir or hub name>`.
+
+A saved kdforge model is a folder with `model.safetensors` and `model.json` (how to rebuild it), so a
+later recipe (or `kdforge eval`) can name it with `path:` and get the same module back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge import io
+from kdforge.errors import KDForgeError, RecipeError
+from kdforge.imports import is_py_ref, resolve_py_ref
+from kdforge.models import builtin  # noqa: F401  (registers the built-in architectures)
+from kdforge.registry import MODELS
+from kdforge.validation import unknown_name
+
+MODEL_FORMAT = "kdforge-model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What built-in architectures need to know about the data to size themselves."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: str,
+                base_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Instantiate a model; returns it with the full arguments used (saved to rebuild it later)."""
+    args = dict(args)
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        cls = MODELS.get(name, where=f"{where}.model")
+        if info is not None:
+            args.setdefault("input_shape", list(info.input_shape))
+            args.setdefault("num_classes", info.num_classes)
+        model = _call_factory(cls, args, f"{where}.args", spec)
+    elif is_py_ref(spec):
+        factory = resolve_py_ref(spec, where=f"{where}.model", search_dir=base_dir)
+        model = _call_factory(factory, args, f"{where}.args", spec)
+    elif spec.startswith("hf:"):
+        from kdforge.models.hf import load_hf_model
+
+        model = load_hf_model(spec.removeprefix("hf:"), args, where, base_dir)
+    else:
+        raise RecipeError(
+            f"{where}.model: {spec!r} has no known prefix. Use builtin:<name> "
+            f"({', '.join(MODELS.names())}), py:package.module:attr, or hf:<folder or hub name>."
+        )
+    if not isinstance(model, nn.Module):
+        raise RecipeError(f"{where}.model: {spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
+    return model, args
+
+
+def _call_factory(factory: Any, args: dict[str, Any], where: str, spec: str) -> nn.Module:
+    try:
+        return factory(**args)
+    except TypeError as exc:
+        raise RecipeError(f"{where}: {spec} does not accept these arguments ({exc}). Check the names.") from exc
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {spec}: {exc}") from exc
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict with a message that names the missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shaped:
+            parts.append(f"wrong shapes {shaped[:3]}")
+        raise KDForgeError(
+            f"{where}: the weights do not fit the model ({'; '.join(parts)}). "
+            "Check that the model arguments match the ones the weights were trained with."
+        )
+    model.load_state_dict(state)
+
+
+def save_model(model: nn.Module, folder: str | Path, spec: str, args: dict[str, Any], inputs: list[str],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write `model.safetensors` and `model.json` (atomically, each) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "model.safetensors"
+    io.save_tensors(weights, model.state_dict(), metadata={"format": MODEL_FORMAT})
+    meta = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "model": spec,
+        "args": args,
+        "inputs": inputs,
+        "params": count_params(model),
+        "sha256": io.sha256_file(weights),
+        **(extra or {}),
+    }
+    io.write_json(folder / "model.json", meta)
+    return folder
+
+
+def load_saved_model(folder: str | Path, where: str,
+                     base_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by `save_model`, checking the weights' checksum."""
+    folder = Path(folder)
+    meta_path, weights = folder / "model.json", folder / "model.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise KDForgeError(
+            f"{where}: {str(folder)!r} is not a saved kdforge model (needs model.json and model.safetensors)."
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_FORMAT_VERSION:
+        raise KDForgeError(f"{where}: {str(meta_path)!r} is not a kdforge model file of version {MODEL_FORMAT_VERSION}.")
+    if io.sha256_file(weights) != meta.get("sha256"):
+        raise KDForgeError(f"{where}: {str(weights)!r} is corrupted (checksum mismatch). Retrain or restore it.")
+    model, args = build_model(meta["model"], meta["args"], None, where, base_dir)
+    load_state_into(model, io.load_weights_file(weights, where), where)
+    return model, meta
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["DataInfo", "build_model", "count_params", "load_saved_model", "load_state_into", "save_model"]

@@ -1,0 +1,247 @@
+"""Run a recipe end to end: teacher (loaded or trained), one student per seed (and its scratch twin),
+evaluation on the held-out split, and the report. Every stage writes into the run folder and is skipped
+when `--resume` finds it complete; an interrupted stage resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge import io
+from kdforge.build import build_loss, make_accelerator, preflight, seed_everything
+from kdforge.data import DataBundle, load_data
+from kdforge.errors import KDForgeError, RecipeError
+from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits, validator
+from kdforge.losses.base import WeightedSum
+from kdforge.losses.ce import CELoss
+from kdforge.models import build_model, count_params, load_saved_model, load_state_into, save_model
+from kdforge.recipe import ModelSpec, Recipe, TrainConfig, dump_recipe
+from kdforge.report import write_report
+from kdforge.train.loop import TrainJob, fit, steps_for
+from kdforge.train.module import DistillModule, OnlineTeacher
+
+logger = logging.getLogger("kdforge")
+
+RUN_MARKER = "recipe.resolved.yaml"
+
+
+@dataclass
+class ModelResult:
+    """A trained model, where it was saved, and its test metrics."""
+
+    model: nn.Module
+    folder: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    report: dict[str, Any]
+    teacher: nn.Module
+    students: dict[int, ModelResult]
+    scratch: dict[int, ModelResult]
+
+
+def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing run folder needs --resume (same recipe) or --overwrite."""
+    marker = out_dir / RUN_MARKER
+    if marker.is_file():
+        if overwrite:
+            shutil.rmtree(out_dir)
+        elif resume:
+            if marker.read_text() != dump_recipe(recipe):
+                raise KDForgeError(
+                    f"--resume: {str(out_dir)!r} holds a run of a different recipe. "
+                    "Resume with the same recipe and overrides, or choose another --out."
+                )
+        else:
+            raise KDForgeError(
+                f"output dir {str(out_dir)!r} already holds a run. Pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --out."
+            )
+    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise KDForgeError(
+            f"output dir {str(out_dir)!r} exists and is not empty (and is not a kdforge run). "
+            "Choose another --out, or pass --overwrite to replace it."
+        )
+    elif out_dir.exists() and overwrite:
+        shutil.rmtree(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        io.write_text(marker, dump_recipe(recipe))
+    except OSError as exc:
+        raise KDForgeError(f"output dir {str(out_dir)!r} is not writable ({exc.strerror}). Choose another --out.") \
+            from None
+
+
+def environment() -> dict[str, Any]:
+    import accelerate
+    import numpy
+    import sklearn
+
+    from kdforge import __version__
+
+    return {
+        "kdforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "torch": torch.__version__, "accelerate": accelerate.__version__, "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: str) -> tuple[nn.Module, str, dict]:
+    if spec.path is not None:
+        model, meta = load_saved_model(recipe.resolve_path(spec.path), where, recipe._base_dir)
+        return model, meta["model"], meta["args"]
+    model, args = build_model(spec.model, spec.args, data.info, where, recipe._base_dir)
+    if spec.checkpoint is not None:
+        from kdforge.io import load_weights_file
+
+        path = recipe.resolve_path(spec.checkpoint)
+        load_state_into(model, load_weights_file(path, f"{where}.checkpoint"), f"{where}.checkpoint")
+    return model, spec.model, args
+
+
+def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool) -> nn.Module:
+    """Load the teacher, or train it first (cross-entropy on all labelled training data) when asked."""
+    spec = recipe.teacher
+    folder = out_dir / "teacher"
+    if spec.train is None:
+        if spec.path is None and spec.checkpoint is None:
+            raise RecipeError(
+                "recipe.teacher: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
+                "'path' (a saved kdforge model), or 'train' (train it first on the labelled data)."
+            )
+        teacher, _, _ = _model_from_spec(spec, recipe, data, "recipe.teacher")
+        return teacher
+    if resume and (folder / "model.json").is_file():
+        teacher, _ = load_saved_model(folder, "teacher", recipe._base_dir)
+        return teacher
+    seed_everything(spec.train.seed)
+    teacher, model_spec, args = _model_from_spec(spec, recipe, data, "recipe.teacher")
+    plain_training(teacher, spec.inputs, data, spec.train, data.teacher_train, folder, recipe, resume, "teacher")
+    save_model(teacher, folder, model_spec, args, spec.inputs)
+    return teacher
+
+
+def plain_training(model: nn.Module, inputs: list[str], data: DataBundle, cfg: TrainConfig, train_data,
+                   folder: Path, recipe: Recipe, resume: bool, name: str, total_steps: int | None = None) -> None:
+    """Cross-entropy training (teacher first, scratch baseline): the same loop with one `ce` term, no teacher."""
+    module = DistillModule(model, WeightedSum({"ce": CELoss()}, {"ce": 1.0}), inputs)
+    validate = validator(data.val, inputs, None, recipe.eval.batch_size) if data.val is not None else None
+    cfg = cfg if validate is not None else cfg.model_copy(update={"select": "last", "patience": None})
+    preflight(module, None, train_data, (set(), set()))
+    job = TrainJob(name, module, None, train_data, cfg, total_steps or steps_for(cfg, len(train_data)), folder,
+                   validate)
+    fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
+
+
+def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Module,
+                    teacher_val_logits: torch.Tensor | None, folder: Path, resume: bool) -> nn.Module:
+    """Build the student for `seed`, check the setup on one batch, and train it against the teacher."""
+    cfg = recipe.train.model_copy(update={"seed": seed})
+    seed_everything(seed)
+    student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
+    loss = build_loss(recipe.losses)
+    module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student)
+    online = OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher) if loss.needs_teacher else None
+    shapes = preflight(module, online, data.student_train,
+                       (set(recipe.taps.student), set(recipe.taps.teacher)))
+    if shapes:
+        logger.info("captured shapes: %s", shapes)
+    validate = None
+    if data.val is not None:
+        validate = validator(data.val, recipe.student.inputs, teacher_val_logits, recipe.eval.batch_size)
+    else:
+        cfg = cfg.model_copy(update={"select": "last", "patience": None})
+    job = TrainJob(f"student seed {seed}", module, online, data.student_train, cfg,
+                   steps_for(cfg, len(data.student_train)), folder, validate)
+    fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
+    save_model(student, folder, model_spec, args, recipe.student.inputs)
+    if online is not None:
+        online.capture.remove()
+    module.capture.remove()
+    return student
+
+
+def train_scratch(recipe: Recipe, seed: int, data: DataBundle, folder: Path, resume: bool) -> nn.Module:
+    """The same student, same seed (same initial weights), same optimizer steps and batch size, trained with
+    cross-entropy on the labelled samples only: the baseline a distilled student must beat."""
+    cfg = recipe.train.model_copy(update={"seed": seed})
+    seed_everything(seed)
+    student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
+    total_steps = steps_for(cfg, len(data.student_train))
+    plain_training(student, recipe.student.inputs, data, cfg, data.scratch_train, folder, recipe, resume,
+                   f"scratch seed {seed}", total_steps)
+    save_model(student, folder, model_spec, args, recipe.student.inputs)
+    return student
+
+
+def _load_or(folder: Path, resume: bool, train) -> nn.Module:
+    if resume and (folder / "model.json").is_file():
+        return load_saved_model(folder, str(folder))[0]
+    return train()
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False,
+               overwrite: bool = False) -> RunResult:
+    """Everything `kdforge distill` does, from Python."""
+    out = Path(out_dir or recipe.output_dir or f"runs/{recipe.name}")
+    recipe.check()
+    prepare_run_dir(out, recipe, resume, overwrite)
+    io.write_json(out / "environment.json", environment())
+    started = time.perf_counter()
+    data = load_data(recipe.data, recipe._base_dir)
+    teacher = obtain_teacher(recipe, data, out, resume)
+    teacher_seconds = time.perf_counter() - started
+    confidence = recipe.eval.confidence
+    inputs_t = recipe.teacher.inputs
+    teacher_val = predict_logits(teacher, data.val, inputs_t) if data.val is not None else None
+    teacher_test = predict_logits(teacher, data.test, inputs_t)
+    labels = data.test.tensors["labels"]
+    students: dict[int, ModelResult] = {}
+    scratch: dict[int, ModelResult] = {}
+    for seed in recipe.seeds:
+        seed_dir = out / f"seed-{seed}"
+        t0 = time.perf_counter()
+        student = _load_or(seed_dir / "student", resume, lambda seed=seed, d=seed_dir: distill_student(
+            recipe, seed, data, teacher, teacher_val, d / "student", resume))
+        students[seed] = _test_result(student, seed_dir / "student", recipe.student.inputs, data, labels,
+                                      teacher_test, confidence, time.perf_counter() - t0)
+        if recipe.baseline:
+            t0 = time.perf_counter()
+            model = _load_or(seed_dir / "scratch", resume, lambda seed=seed, d=seed_dir: train_scratch(
+                recipe, seed, data, d / "scratch", resume))
+            scratch[seed] = _test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
+                                         teacher_test, confidence, time.perf_counter() - t0)
+    teacher_metrics = {**accuracy_summary(labels, teacher_test, confidence), "params": count_params(teacher),
+                       "seconds": teacher_seconds}
+    report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment())
+    return RunResult(out, report, teacher, students, scratch)
+
+
+def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle, labels: torch.Tensor,
+                 teacher_test: torch.Tensor, confidence: float, seconds: float) -> ModelResult:
+    logits = predict_logits(model, data.test, inputs)
+    metrics = {**accuracy_summary(labels, logits, confidence), **agreement_summary(teacher_test, logits, confidence),
+               "params": count_params(model), "seconds": seconds}
+    io.write_json(folder / "test_metrics.json", metrics)
+    return ModelResult(model, folder, metrics)
+
+
+def load_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

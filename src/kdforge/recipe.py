@@ -1,0 +1,301 @@
+"""Recipes: the validated description of a distillation run, from YAML (`load_recipe`) or built in Python.
+
+This is the only module that reads YAML, and it uses `yaml.safe_load`: a recipe is data. Unknown keys are
+errors (with a did-you-mean), and every message names the field as `recipe.<path>`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from kdforge.errors import RecipeError
+from kdforge.registry import LOSSES
+from kdforge.validation import did_you_mean
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(_Strict):
+    """How one model is trained. The same block configures the teacher (when trained first) and the student."""
+
+    epochs: int = Field(10, ge=1, description="Passes over the training set (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, le=1, description="SGD only.")
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="Max global gradient norm.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
+        None, description="None defers to `accelerate launch`/`accelerate config`."
+    )
+    eval_every: int | None = Field(None, ge=1, description="Validate every N steps; default once per epoch.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Checkpoint every N steps; default once per epoch.")
+    keep_checkpoints: int = Field(1, ge=1)
+    select: Literal["last", "best"] = Field("last", description="Keep the last student, or the best on `monitor`.")
+    monitor: str = Field("val/accuracy", description="Validation metric for select=best and patience (maximised).")
+    patience: int | None = Field(None, ge=1, description="Stop after N evaluations without improvement.")
+    seed: int = 0
+    progress: bool = True
+
+
+class ModelSpec(_Strict):
+    """Where a model comes from: a factory (`builtin:`/`py:`/`hf:`) with args, optionally with weights."""
+
+    model: str | None = Field(None, description="builtin:mlp | builtin:cnn | py:package.module:attr | hf:DIR_OR_NAME")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
+    path: str | None = Field(None, description="A model folder kdforge saved (model.json + model.safetensors).")
+    checkpoint: str | None = Field(None, description="Weights for `model`: .safetensors, or .pt/.bin (weights only).")
+    inputs: list[str] = Field(default_factory=lambda: ["x"], description="Batch keys passed to forward().")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.model is None) == (self.path is None):
+            raise ValueError("give exactly one of 'model' (a factory) or 'path' (a saved kdforge model folder)")
+        if self.path is not None and self.checkpoint is not None:
+            raise ValueError("'checkpoint' loads weights into 'model'; a saved 'path' already holds its weights")
+        return self
+
+
+class TeacherSpec(ModelSpec):
+    """The teacher: a model with weights, or a model trained first on the labelled data (`train:`)."""
+
+    train: TrainConfig | None = Field(None, description="Train the teacher first (cross-entropy on all labels).")
+
+
+class DataSpec(_Strict):
+    """A dataset and how it is split into train / val / test."""
+
+    source: str = Field(description="sklearn:digits | sklearn:breast_cancer | sklearn:wine | sklearn:iris | py:...")
+    args: dict[str, Any] = Field(default_factory=dict)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    val_size: float = Field(0.1, ge=0, lt=1)
+    split_seed: int = 0
+    standardize: bool | None = Field(None, description="z-score features on train statistics; default per source.")
+    student_labels: int | None = Field(
+        None, ge=1, description="Labelled training samples the student may use (stratified); None = all."
+    )
+    transfer_set: bool = Field(
+        True, description="With student_labels: the other training inputs join as an unlabelled transfer set."
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DataSpec:
+        if self.test_size + self.val_size >= 1:
+            raise ValueError(f"test_size + val_size must be < 1; got {self.test_size} + {self.val_size}")
+        return self
+
+
+class LossTerm(BaseModel):
+    """One term of the objective: a registered loss name, its weight, and its constructor arguments."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TapsSpec(_Strict):
+    """Named intermediate outputs: tap name -> dotted module path, for each model."""
+
+    student: dict[str, str] = Field(default_factory=dict)
+    teacher: dict[str, str] = Field(default_factory=dict)
+
+
+class EvalSpec(_Strict):
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Clopper-Pearson bounds.")
+    batch_size: int = Field(512, ge=1)
+
+
+class Recipe(_Strict):
+    """A whole distillation run."""
+
+    name: str = "run"
+    output_dir: str | None = Field(None, description="Default: runs/<name>. The CLI's --out overrides it.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One student per seed.")
+    teacher: TeacherSpec
+    student: ModelSpec
+    data: DataSpec
+    taps: TapsSpec = Field(default_factory=TapsSpec)
+    losses: list[LossTerm] = Field(min_length=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    baseline: bool = Field(True, description="Also train the student from scratch (ce only) with the same budget.")
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    _base_dir: str | None = PrivateAttr(None)  # the recipe file's folder; relative paths resolve against it
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct; got {seeds}")
+        return seeds
+
+    def resolve_path(self, path: str) -> Path:
+        """Relative paths in a recipe are relative to the recipe file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self._base_dir is None else Path(self._base_dir) / p
+
+    def check(self) -> Recipe:
+        """Checks pydantic cannot do alone: loss names and parameters against the registry."""
+        for i, term in enumerate(self.losses):
+            check_loss_term(term, where=f"recipe.losses[{i}]")
+        names = [t.name for t in self.losses]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise RecipeError(f"recipe.losses: {duplicated} appear more than once; give each loss one term.")
+        return self
+
+
+def check_loss_term(term: LossTerm, where: str) -> None:
+    """The name is registered and the parameters fit the loss's signature; builds it once to validate values."""
+    cls = LOSSES.get(term.name, where=f"{where}.name")
+    signature = inspect.signature(cls.__init__)
+    accepted = [p for p in signature.parameters if p != "self"]
+    for key in term.params:
+        if key not in accepted:
+            raise RecipeError(
+                f"{where}: {cls.__name__} has no parameter {key!r}.{did_you_mean(key, accepted)} "
+                f"Its parameters: {', '.join(accepted) or '(none)'}."
+            )
+    try:
+        cls(**term.params)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = "recipe"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at a (parent) location, for did-you-mean on unknown keys."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _yaml_trap_hint(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML 1.1 reads numbers like 5e-4 as strings: write 5.0e-4.)"
+    return ""
+
+
+def recipe_error_from(exc: ValidationError) -> RecipeError:
+    """One line per problem, each naming the field and the fix."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = _format_location(loc)
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(loc[:-1])
+            key = str(loc[-1])
+            lines.append(f"{where}: unknown key {key!r}.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}.")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}; got {err.get('input')!r}.{_yaml_trap_hint(err.get('input'))}")
+    return RecipeError("\n".join(lines))
+
+
+def set_by_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply an override `a.b.c=value` to nested dicts (list items by index: `losses.0.weight`)."""
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=3e-3' -> ('train.lr', 0.003): the value is parsed as YAML, so lists and numbers work."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"--set {text!r}: write overrides as key.path=value, e.g. --set train.lr=0.003.")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {text!r}: the value is not valid YAML ({exc}).") from exc
+    if isinstance(value, str):  # '3e-3' is a string in YAML 1.1; an override means a number when it looks like one
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe: the top level must be a mapping of keys; got {type(data).__name__}.")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        try:
+            set_by_path(data, key, value)
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
+            raise RecipeError(f"--set {text!r}: no such place in the recipe ({exc}).") from exc
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise recipe_error_from(exc) from None
+    if base_dir is not None:
+        recipe._base_dir = str(Path(base_dir).resolve())
+    return recipe.check()
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a YAML recipe. Relative paths inside it resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe: file {str(path)!r} does not exist. Check the path (see recipes/ for examples).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"recipe {str(path)!r}: malformed YAML{at}: {problem}. Fix the syntax there.") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe {str(path)!r}: not UTF-8 text ({exc.reason}).") from None
+    return recipe_from_dict(data, base_dir=path.parent, overrides=overrides)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (saved in each run folder)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

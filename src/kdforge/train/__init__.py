@@ -1,0 +1,1 @@
+"""The training loop and what it needs: the distillation module, the teacher side, checkpoints."""

@@ -1,0 +1,190 @@
+"""The training loop: one explicit Accelerate loop for teachers, students and baselines alike.
+
+What differs between those is data, not code: the module (student + loss terms), the teacher side
+(online, or none for plain training) and the step function. Checkpoints make it resumable exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor, nn
+
+from kdforge import io
+from kdforge.data.tensors import Batch, TensorData, iterate_batches, num_batches
+from kdforge.errors import TrainingError
+from kdforge.recipe import TrainConfig
+from kdforge.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
+from kdforge.train.optim import make_optimizer, make_scheduler
+
+logger = logging.getLogger("kdforge")
+
+StepFn = Callable[[nn.Module, OnlineTeacher | None, Batch], dict[str, Tensor]]
+
+
+@dataclass
+class TrainJob:
+    """One model to train: what, on which data, for how many optimizer steps, and where its files go."""
+
+    name: str
+    module: DistillModule
+    teacher: OnlineTeacher | None
+    data: TensorData
+    config: TrainConfig
+    total_steps: int
+    out_dir: Path
+    validate: Callable[[nn.Module], dict[str, float]] | None = None
+    step_fn: StepFn = standard_step
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    best_step: int | None
+    stopped_early: bool
+    evals: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def steps_for(cfg: TrainConfig, n_samples: int) -> int:
+    """Optimizer steps a config asks for on `n_samples` training samples."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return cfg.epochs * max(1, math.ceil(num_batches(n_samples, cfg.batch_size) / cfg.grad_accum))
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+class _Log:
+    """Append-only JSONL log, kept consistent with the checkpoint a resumed run starts from."""
+
+    def __init__(self, path: Path, keep_until_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = path
+        if not enabled:
+            return
+        kept = []
+        if keep_until_step > 0 and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
+        io.write_text(path, "".join(line + "\n" for line in kept))
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            self.handle.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.handle.close()
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
+
+
+def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainSummary:
+    """Train `job.module` for `job.total_steps` optimizer steps; resume from the latest checkpoint if asked."""
+    cfg, module = job.config, job.module
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError(f"{job.name}: nothing to train (no parameter requires grad).")
+    optimizer = make_optimizer(cfg, params)
+    scheduler = make_scheduler(cfg, optimizer, job.total_steps)
+    state, best_weights = LoopState(), None
+    ckpt_dir = job.out_dir / "checkpoints"
+    if resume and (path := latest_checkpoint(ckpt_dir)) is not None:
+        state, best_weights = load_checkpoint(path, module, optimizer, scheduler)
+        logger.info("%s: resumed from %s (step %d)", job.name, path, state.step)
+    prepared, optimizer = accelerator.prepare(module, optimizer)
+    if job.teacher is not None:
+        job.teacher.model = accelerator.prepare_model(job.teacher.model, evaluation_mode=True)
+    main = accelerator.is_main_process
+    steps_per_epoch = max(1, num_batches(len(job.data), cfg.batch_size) // cfg.grad_accum)
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    stream: Iterator[Batch] = iterate_batches(
+        job.data, cfg.batch_size, seed=cfg.seed, start_step=state.step * cfg.grad_accum,
+        process_index=accelerator.process_index, num_processes=accelerator.num_processes)
+    log = _Log(job.out_dir / "log.jsonl", state.step, enabled=main)
+    started, stopped_early = time.perf_counter(), False
+    prepared.train()
+    with _progress(cfg.progress and main) as bar:
+        task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
+        while state.step < job.total_steps and not stopped_early:
+            sums: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = _to_device(next(stream), accelerator.device)
+                syncing = micro == cfg.grad_accum - 1
+                with contextlib.nullcontext() if syncing else accelerator.no_sync(prepared):
+                    terms = job.step_fn(prepared, job.teacher, batch)
+                    accelerator.backward(terms["loss"] / cfg.grad_accum)
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+            if not math.isfinite(sums["loss"]):
+                bad = [k for k, v in sums.items() if k != "loss" and not math.isfinite(v)] or ["loss"]
+                last = latest_checkpoint(ckpt_dir)
+                raise TrainingError(
+                    f"{job.name}: non-finite loss at step {state.step + 1} in term(s) {', '.join(bad)} "
+                    f"({', '.join(f'{k}={sums[k]}' for k in bad)}). Last good checkpoint: "
+                    f"{last if last else 'none'}. Lower the learning rate or set train.grad_clip."
+                )
+            if cfg.grad_clip is not None:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            log.write({"step": state.step, "epoch": state.step / steps_per_epoch,
+                       "lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in sums.items()}})
+            bar.update(task, advance=1, info=f"loss {sums['loss']:.4f}")
+            if job.validate is not None and (state.step % eval_every == 0 or state.step == job.total_steps):
+                stopped_early, best_weights = _evaluate(job, accelerator, prepared, state, best_weights, log)
+            if state.step % ckpt_every == 0 or state.step == job.total_steps or stopped_early:
+                if main:
+                    save_checkpoint(ckpt_dir, accelerator.unwrap_model(prepared), optimizer, scheduler, state,
+                                    best_weights, keep=cfg.keep_checkpoints)
+                accelerator.wait_for_everyone()
+    log.close()
+    final = accelerator.unwrap_model(prepared)
+    if cfg.select == "best" and best_weights is not None:
+        final.load_state_dict(best_weights)
+    return TrainSummary(state.step, state.best_step, stopped_early, state.evals, time.perf_counter() - started)
+
+
+def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, state: LoopState,
+              best_weights: dict[str, Tensor] | None, log: _Log) -> tuple[bool, dict[str, Tensor] | None]:
+    """Validate, track the best value of `monitor` (maximised), and say whether patience ran out."""
+    cfg = job.config
+    unwrapped = accelerator.unwrap_model(prepared)
+    prepared.eval()
+    metrics = job.validate(unwrapped.student)
+    prepared.train()
+    state.evals.append({"step": state.step, **metrics})
+    log.write({"step": state.step, **metrics})
+    if cfg.monitor not in metrics:
+        raise TrainingError(
+            f"recipe.train.monitor: {cfg.monitor!r} is not a validation metric; choose one of {sorted(metrics)}."
+        )
+    value = metrics[cfg.monitor]
+    if state.best_value is None or value > state.best_value:
+        state.best_value, state.best_step, state.evals_since_best = value, state.step, 0
+        if cfg.select == "best":
+            best_weights = {k: v.detach().clone().cpu() for k, v in unwrapped.state_dict().items()}
+    else:
+        state.evals_since_best += 1
+    return cfg.patience is not None and state.evals_since_best >= cfg.patience, best_weights

@@ -1,0 +1,60 @@
+"""The two sides of a distillation step: the frozen teacher, and the trainable student + loss module."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from kdforge.capture import Capture
+from kdforge.data.tensors import Batch
+from kdforge.losses.base import Outputs, Targets, WeightedSum
+from kdforge.models.forward import call_model, logits_of
+
+
+def targets_of(batch: Mapping[str, Tensor]) -> Targets:
+    return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"))
+
+
+class OnlineTeacher:
+    """Runs the teacher forward under no_grad in eval mode, with its taps captured.
+
+    A teacher cache (reading stored outputs by sample id) provides the same `__call__(batch) -> Outputs`.
+    """
+
+    def __init__(self, model: nn.Module, inputs: list[str], taps: Mapping[str, str] | None = None) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.inputs = inputs
+        self.capture = Capture(model, taps or {}, owner="teacher")
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Outputs:
+        with self.capture:
+            logits = logits_of(call_model(self.model, batch, self.inputs))
+        return Outputs(logits=logits, features=dict(self.capture.features))
+
+
+class DistillModule(nn.Module):
+    """Student plus loss in one module, so the optimizer, `accelerator.prepare`, DDP and checkpoints see the
+    loss's trainable parts (projectors, embeddings) along with the student."""
+
+    def __init__(self, student: nn.Module, loss: WeightedSum, inputs: list[str],
+                 taps: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.loss = loss
+        self.inputs = inputs
+        self.capture = Capture(student, taps or {}, owner="student")
+
+    def forward(self, batch: Batch, teacher: Outputs) -> dict[str, Tensor]:
+        with self.capture:
+            logits = logits_of(call_model(self.student, batch, self.inputs))
+        student = Outputs(logits=logits, features=dict(self.capture.features))
+        return self.loss(student, teacher, targets_of(batch))
+
+
+def standard_step(module: nn.Module, teacher: OnlineTeacher | None, batch: Batch) -> dict[str, Tensor]:
+    """Teacher forward (when a loss needs it), then student forward and loss terms."""
+    teacher_outputs = teacher(batch) if teacher is not None else Outputs()
+    return module(batch, teacher_outputs)
