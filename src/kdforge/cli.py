@@ -1,0 +1,215 @@
+"""The `kdforge` command line: a thin layer over the Python API. Only this module prints.
+
+User errors (bad recipe, unknown name, missing file, shape mismatch) end with a one-line reason on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from kdforge.errors import KDForgeError
+
+app = typer.Typer(
+    name="kdforge",
+    help="Knowledge distillation: train a small student to imitate a teacher, and measure how closely it does.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DEMO_RECIPE = "demo_digits.yaml"
+
+
+def _setup(threads: int | None, quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _seeds(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise KDForgeError(f"--seeds {text!r}: give comma-separated integers, e.g. --seeds 0,1,2.") from None
+    return [f"seeds={seeds}"]
+
+
+def _print_summary(report: dict, out_dir: Path) -> None:
+    table = Table(title=f"kdforge: {report['name']}  ({len(report['seeds'])} seed(s), test n={report['data']['test']})")
+    for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    t = report["teacher"]
+    table.add_row("teacher", f"{t['params']:,}", f"{t['accuracy']:.2%}", "-", "-")
+    rows = ([("scratch student", report["scratch"])] if "scratch" in report else []) + [
+        ("distilled student", report["student"])]
+    for name, s in rows:
+        table.add_row(name, f"{s['params']:,}", f"{s['accuracy']:.2%} ± {s['accuracy_std']:.2%}",
+                      f"{s['agreement']:.2%}", f"{s['agreement_lower_95']:.2%}")
+    out.print(table)
+    if "kd_gain" in report:
+        out.print(f"KD gain over scratch: {100 * report['kd_gain']:+.2f} points")
+    out.print(f"Report: {out_dir / 'report.md'}  (also report.json, plots/)")
+
+
+def _without_progress(recipe):
+    recipe.train = recipe.train.model_copy(update={"progress": False})
+    if recipe.teacher.train is not None:
+        recipe.teacher.train = recipe.teacher.train.model_copy(update={"progress": False})
+    return recipe
+
+
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's).")]  # noqa: UP007
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final table.")]
+
+
+@app.command()
+def distill(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: recipe output_dir).")] = None,  # noqa: UP007
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoints.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: key.path=value.")] = None,  # noqa: UP007
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2 (overrides recipe).")] = None,  # noqa: UP007
+    threads: def _without_progress(recipe):
+    recipe.train = recipe.train.model_copy(update={"progress": False})
+    if recipe.teacher.train is not None:
+        recipe.teacher.train = recipe.teacher.train.model_copy(update={"progress": False})
+    return recipe
+
+
+ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the distillation a recipe describes; writes the student(s) and report.{md,json} into the run folder."""
+    from kdforge.pipeline import run_recipe
+    from kdforge.recipe import load_recipe
+
+    _setup(threads, quiet)
+    loaded = load_recipe(recipe, overrides=list(overrides or []) + _seeds(seeds))
+    if quiet:
+        loaded = _without_progress(loaded)
+    result = run_recipe(loaded, out_dir=out_dir, resume=resume, overwrite=overwrite)
+    _print_summary(result.report, result.out_dir)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo run in --out.")] = False,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,  # noqa: UP007
+    show_recipe: Annotated[bool, typer.Option(help="Print the demo recipe and exit.")] = False,
+    threads: def _without_progress(recipe):
+    recipe.train = recipe.train.model_copy(update={"progress": False})
+    if recipe.teacher.train is not None:
+        recipe.teacher.train = recipe.teacher.train.model_copy(update={"progress": False})
+    return recipe
+
+
+ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil a CNN teacher into a small MLP on scikit-learn's digits, against a from-scratch baseline."""
+    from kdforge.pipeline import run_recipe
+    from kdforge.recipe import load_recipe
+
+    recipe_file = resources.files("kdforge") / "recipes" / DEMO_RECIPE
+    if show_recipe:
+        out.print(recipe_file.read_text(), markup=False, highlight=False)
+        return
+    _setup(threads, quiet)
+    with resources.as_file(recipe_file) as path:
+        loaded = load_recipe(path, overrides=_seeds(seeds))
+    if quiet:
+        loaded = _without_progress(loaded)
+    result = run_recipe(loaded, out_dir=out_dir, resume=resume, overwrite=overwrite)
+    _print_summary(result.report, result.out_dir)
+
+
+@app.command("list")
+def list_names(
+    what: Annotated[str, typer.Argument(help="losses | datasets | models")] = "losses",
+) -> None:
+    """List registered losses (with their papers), built-in datasets or built-in models."""
+    from kdforge.registry import DATASETS, LOSSES, MODELS
+    from kdforge.validation import unknown_name
+
+    registries = {"losses": LOSSES, "datasets": DATASETS, "models": MODELS}
+    if what not in registries:
+        raise unknown_name("list target", what, registries)
+    registry = registries[what]
+    table = Table(show_header=True)
+    table.add_column("name")
+    table.add_column("description")
+    if what == "losses":
+        table.add_column("paper")
+    for name in registry.names():
+        entry = registry.get(name)
+        meta = registry.meta(name)
+        doc = (entry.__doc__ or "").strip().splitlines()
+        summary = meta.get("summary") or (doc[0] if doc else "")
+        row = [name, summary] + ([meta.get("paper", "")] if what == "losses" else [])
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+def inspect(
+    spec: Annotated[str, typer.Argument(help="builtin:NAME, py:package.module:attr, hf:DIR, or a saved model folder.")],
+    data: Annotated[str, typer.Option(help="Data source that sizes built-in models.")] = "sklearn:digits",
+    args: Annotated[str, typer.Option(help="Model arguments as JSON, e.g. '{\"hidden\": [64]}'.")] = "{}",
+) -> None:
+    """Print a model's module paths (the names `taps:` accepts), their types and parameter counts."""
+    from kdforge.data import load_data
+    from kdforge.models import build_model, load_saved_model
+    from kdforge.recipe import DataSpec
+
+    if Path(spec).is_dir():
+        model, _ = load_saved_model(spec, "inspect")
+    else:
+        try:
+            model_args = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise KDForgeError(f"--args: not valid JSON ({exc.msg}).") from None
+        info = load_data(DataSpec(source=data)).info if spec.startswith("builtin:") else None
+        model, _ = build_model(spec, model_args, info, "inspect", base_dir=Path.cwd())
+    table = Table("module path", "type", "params")
+    for name, module in model.named_modules():
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        table.add_row(name or "(root)", type(module).__name__, f"{params:,}" if params else "")
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors print one line and exit 2."""
+    try:
+        app(args=argv, prog_name="kdforge")
+    except KDForgeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        err.print(f"error: {'; '.join(lines)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; resume with --resume", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
