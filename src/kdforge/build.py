@@ -64,9 +64,9 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
         if teacher is not None:
             teacher_outputs = teacher(batch)
             teacher.capture.check_fired()
+        _check_labels(batch, module)
         terms = standard_step(module, teacher, batch)
         module.capture.check_fired()
-        _check_labels(batch, module, teacher)
         bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
         if bad:
             raise KDForgeError(f"preflight: loss term(s) {bad} are not finite on the first batch. Check the inputs.")
@@ -82,7 +82,7 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     return shapes
 
 
-def _check_labels(batch: dict, module: DistillModule, teacher: OnlineTeacher | None) -> None:
+def _check_labels(batch: dict, module: DistillModule) -> None:
     labels = batch.get("labels")
     if labels is None:
         return

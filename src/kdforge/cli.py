@@ -55,7 +55,7 @@ def _seeds(text: str | None) -> list[str]:
 def _print_summary(report: dict, out_dir: Path) -> None:
     table = Table(title=f"kdforge: {report['name']}  ({len(report['seeds'])} seed(s), test n={report['data']['test']})")
     for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
-        table.add_column(column, justify="right" if column != "model" else "left")
+        table.add_column(column, justify="right" if column != "model" else "left", no_wrap=column == "model")
     t = report["teacher"]
     table.add_row("teacher", f"{t['params']:,}", f"{t['accuracy']:.2%}", "-", "-")
     rows = ([("scratch student", report["scratch"])] if "scratch" in report else []) + [
@@ -88,14 +88,7 @@ def distill(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: key.path=value.")] = None,  # noqa: UP007
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2 (overrides recipe).")] = None,  # noqa: UP007
-    threads: def _without_progress(recipe):
-    recipe.train = recipe.train.model_copy(update={"progress": False})
-    if recipe.teacher.train is not None:
-        recipe.teacher.train = recipe.teacher.train.model_copy(update={"progress": False})
-    return recipe
-
-
-ThreadsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the distillation a recipe describes; writes the student(s) and report.{md,json} into the run folder."""
@@ -117,14 +110,7 @@ def demo(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo run in --out.")] = False,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,  # noqa: UP007
     show_recipe: Annotated[bool, typer.Option(help="Print the demo recipe and exit.")] = False,
-    threads: def _without_progress(recipe):
-    recipe.train = recipe.train.model_copy(update={"progress": False})
-    if recipe.teacher.train is not None:
-        recipe.teacher.train = recipe.teacher.train.model_copy(update={"progress": False})
-    return recipe
-
-
-ThreadsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil a CNN teacher into a small MLP on scikit-learn's digits, against a from-scratch baseline."""

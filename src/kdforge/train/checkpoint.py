@@ -132,7 +132,13 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimi
     verify_checkpoint(path)
     where = f"checkpoint {str(path)!r}"
     load_state_into(module, io.load_weights_file(path / "module.safetensors", where), where)
-    optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+    try:
+        optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refuses anything but plain data
+        raise TrainingError(
+            f"{where}: optim.pt holds something other than plain tensors and numbers, so it was not loaded "
+            f"({type(exc).__name__}). Restart the run without --resume."
+        ) from None
     optimizer.load_state_dict(optim["optimizer"])
     scheduler.load_state_dict(optim["scheduler"])
     saved = json.loads((path / "state.json").read_text())
