@@ -11,7 +11,7 @@ import logging
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -53,7 +53,8 @@ def _seeds(text: str | None) -> list[str]:
 
 
 def _print_summary(report: dict, out_dir: Path) -> None:
-    table = Table(title=f"kdforge: {report['name']}  ({len(report['seeds'])} seed(s), test n={report['data']['test']})")
+    seeds, n_test = len(report["seeds"]), report["data"]["test"]
+    table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test})")
     for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
         table.add_column(column, justify="right" if column != "model" else "left", no_wrap=column == "model")
     t = report["teacher"]
@@ -76,18 +77,18 @@ def _without_progress(recipe):
     return recipe
 
 
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's).")]  # noqa: UP007
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final table.")]
 
 
 @app.command()
 def distill(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: recipe output_dir).")] = None,  # noqa: UP007
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default: recipe output_dir).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its checkpoints.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: key.path=value.")] = None,  # noqa: UP007
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2 (overrides recipe).")] = None,  # noqa: UP007
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2 (overrides recipe).")] = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -108,7 +109,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
     resume: Annotated[bool, typer.Option(help="Continue an interrupted demo.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo run in --out.")] = False,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,  # noqa: UP007
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
     show_recipe: Annotated[bool, typer.Option(help="Print the demo recipe and exit.")] = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -159,7 +160,7 @@ def list_names(
 
 @app.command()
 def inspect(
-    spec: Annotated[str, typer.Argument(help="builtin:NAME, py:package.module:attr, hf:DIR, or a saved model folder.")],
+    spec: Annotated[str, typer.Argument(help="builtin:NAME, py:package.module:attr, hf:DIR, or a saved model dir.")],
     data: Annotated[str, typer.Option(help="Data source that sizes built-in models.")] = "sklearn:digits",
     args: Annotated[str, typer.Option(help="Model arguments as JSON, e.g. '{\"hidden\": [64]}'.")] = "{}",
 ) -> None:

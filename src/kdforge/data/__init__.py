@@ -66,7 +66,7 @@ def _load_raw(spec: DataSpec, base_dir: str | Path | None) -> tuple[dict[str, tu
         if isinstance(out, dict):
             unknown = set(out) - {"train", "val", "test"}
             if unknown or not {"train", "test"} <= set(out):
-                raise RecipeError(f"{where}: {spec.source} returned keys {sorted(out)}; expected train, test (and val).")
+                raise RecipeError(f"{where}: {spec.source} returned keys {sorted(out)}; expected train, test, val.")
             return {k: _as_arrays(v, f"{where}[{k}]") for k, v in out.items()}, False
         return {"all": _as_arrays(out, where)}, False
     loader = DATASETS.get(spec.source, where=where)

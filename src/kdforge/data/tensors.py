@@ -25,7 +25,7 @@ class TensorData:
             raise KDForgeError(f"{name}: a dataset needs at least one tensor.")
         lengths = {key: len(value) for key, value in tensors.items()}
         if len(set(lengths.values())) != 1:
-            raise KDForgeError(f"{name}: tensors have different lengths {lengths}; every key needs one row per sample.")
+            raise KDForgeError(f"{name}: tensors have different lengths {lengths}; give every key one row per sample.")
         self.tensors = dict(tensors)
         self.name = name
         if len(self) == 0:

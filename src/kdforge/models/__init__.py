@@ -19,7 +19,6 @@ from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
 from kdforge.models import builtin  # noqa: F401  (registers the built-in architectures)
 from kdforge.registry import MODELS
-from kdforge.validation import unknown_name
 
 MODEL_FORMAT = "kdforge-model"
 MODEL_FORMAT_VERSION = 1
@@ -124,7 +123,9 @@ def load_saved_model(folder: str | Path, where: str,
         )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_FORMAT_VERSION:
-        raise KDForgeError(f"{where}: {str(meta_path)!r} is not a kdforge model file of version {MODEL_FORMAT_VERSION}.")
+        raise KDForgeError(
+            f"{where}: {str(meta_path)!r} is not a kdforge model file of version {MODEL_FORMAT_VERSION}."
+        )
     if io.sha256_file(weights) != meta.get("sha256"):
         raise KDForgeError(f"{where}: {str(weights)!r} is corrupted (checksum mismatch). Retrain or restore it.")
     model, args = build_model(meta["model"], meta["args"], None, where, base_dir)

@@ -27,7 +27,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if scratch:
         lines.append(
-            f"| scratch student | {scratch['params']:,} | {_pct(scratch['accuracy'])} ± {_pct(scratch['accuracy_std'])}"
+            f"| scratch student | {scratch['params']:,} | "
+            f"{_pct(scratch['accuracy'])} ± {_pct(scratch['accuracy_std'])}"
             f" | {_pct(scratch['agreement'])} | {_pct(scratch['agreement_lower_95'])} |"
         )
     lines.append(
