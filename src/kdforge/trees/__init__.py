@@ -1,1 +1,24 @@
-"""Distil a network into an explicit decision tree (PAC-distillation) and the baselines it must beat."""
+"""Distil a network into an explicit decision tree (PAC-distillation), and the baselines it must beat.
+
+    from kdforge.trees import LRHTreeDistiller, SurrogateTree, TrepanTree, SoftDecisionTree, munge
+
+Every estimator follows scikit-learn's classifier API; `fit(X)` takes a pool of unlabelled inputs (or a
+`sampler`) and labels them with the teacher. See docs/trees.md.
+"""
+
+from kdforge.trees.dp import tree_dp
+from kdforge.trees.literals import Literals, choose_literals
+from kdforge.trees.lrh import LRHTreeDistiller
+from kdforge.trees.munge import MungeSampler, munge
+from kdforge.trees.probes import RidgeProbes
+from kdforge.trees.soft_tree import SoftDecisionTree
+from kdforge.trees.surrogate import SurrogateTree
+from kdforge.trees.synthetic import CubeSampler, PlantedTree, random_tree
+from kdforge.trees.teachers import train_mlp
+from kdforge.trees.trepan import TrepanTree
+from kdforge.trees.tree import Tree
+
+__all__ = [
+    "CubeSampler", "LRHTreeDistiller", "Literals", "MungeSampler", "PlantedTree", "RidgeProbes", "SoftDecisionTree",
+    "SurrogateTree", "Tree", "TrepanTree", "choose_literals", "munge", "random_tree", "train_mlp", "tree_dp",
+]
