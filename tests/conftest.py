@@ -5,6 +5,7 @@ import random
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network; a hub name fails fast
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -25,12 +25,12 @@ from kdforge.data.tensors import Batch, TensorData, iterate_batches, num_batches
 from kdforge.errors import TrainingError
 from kdforge.recipe import TrainConfig
 from kdforge.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
+from kdforge.train.module import DistillModule, TeacherSource, standard_step
 from kdforge.train.optim import make_optimizer, make_scheduler
 
 logger = logging.getLogger("kdforge")
 
-StepFn = Callable[[nn.Module, OnlineTeacher | None, Batch], dict[str, Tensor]]
+StepFn = Callable[[nn.Module, TeacherSource | None, Batch], dict[str, Tensor]]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class TrainJob:
 
     name: str
     module: DistillModule
-    teacher: OnlineTeacher | None
+    teacher: TeacherSource | None
     data: TensorData
     config: TrainConfig
     total_steps: int
@@ -112,7 +112,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         logger.info("%s: resumed from %s (step %d)", job.name, path, state.step)
     prepared, optimizer = accelerator.prepare(module, optimizer)
     if job.teacher is not None:
-        job.teacher.model = accelerator.prepare_model(job.teacher.model, evaluation_mode=True)
+        job.teacher.prepare(accelerator)
     main = accelerator.is_main_process
     steps_per_epoch = max(1, num_batches(len(job.data), cfg.batch_size) // cfg.grad_accum)
     eval_every = cfg.eval_every or steps_per_epoch

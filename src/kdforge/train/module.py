@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -17,16 +18,29 @@ def targets_of(batch: Mapping[str, Tensor]) -> Targets:
     return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"))
 
 
-class OnlineTeacher:
-    """Runs the teacher forward under no_grad in eval mode, with its taps captured.
+@runtime_checkable
+class TeacherSource(Protocol):
+    """Where teacher outputs come from during training: a model run online, or a store read by sample id.
 
-    A teacher cache (reading stored outputs by sample id) provides the same `__call__(batch) -> Outputs`.
+    `prepare` places whatever the source needs on the accelerator's device (once, before the loop);
+    `__call__` returns the teacher `Outputs` for a batch, without gradients.
     """
+
+    def prepare(self, accelerator) -> None: ...
+
+    def __call__(self, batch: Batch) -> Outputs: ...
+
+
+class OnlineTeacher:
+    """Runs the teacher forward under no_grad in eval mode, with its taps captured."""
 
     def __init__(self, model: nn.Module, inputs: list[str], taps: Mapping[str, str] | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.inputs = inputs
         self.capture = Capture(model, taps or {}, owner="teacher")
+
+    def prepare(self, accelerator) -> None:
+        self.model = accelerator.prepare_model(self.model, evaluation_mode=True)
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Outputs:
@@ -54,7 +68,7 @@ class DistillModule(nn.Module):
         return self.loss(student, teacher, targets_of(batch))
 
 
-def standard_step(module: nn.Module, teacher: OnlineTeacher | None, batch: Batch) -> dict[str, Tensor]:
+def standard_step(module: nn.Module, teacher: TeacherSource | None, batch: Batch) -> dict[str, Tensor]:
     """Teacher forward (when a loss needs it), then student forward and loss terms."""
     teacher_outputs = teacher(batch) if teacher is not None else Outputs()
     return module(batch, teacher_outputs)
