@@ -68,7 +68,8 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
 
     save_file(MLP(input_shape=(4,), num_classes=3, hidden=(9,)).state_dict(), str(tmp_path / "t.safetensors"))
     recipe = _recipe({"model": "builtin:mlp", "args": {"hidden": [7]}, "checkpoint": str(tmp_path / "t.safetensors")})
-    with pytest.raises(KDForgeError, match=r"recipe.teacher.checkpoint: the weights do not fit the model.*wrong shapes"):
+    expected = r"recipe.teacher.checkpoint: the weights do not fit the model.*wrong shapes"
+    with pytest.raises(KDForgeError, match=expected):
         obtain_teacher(recipe, load_data(recipe.data), tmp_path / "run", resume=False)
 
 
