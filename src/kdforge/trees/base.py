@@ -95,7 +95,8 @@ class TeacherTreeMixin(ClassifierMixin):
         return self.tree_.predict_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is touched
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def apply(self, X: Any) -> np.ndarray:
         """Index of the leaf each row reaches."""
