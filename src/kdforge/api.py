@@ -121,7 +121,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[
         summary = fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
     module.capture.remove()
     if online is not None:
-        online.capture.remove()
+        online.close()
     labels = bundle.test.tensors["labels"]
     teacher_logits = predict_logits(teacher, bundle.test, inputs)
     student_logits = predict_logits(student, bundle.test, inputs)

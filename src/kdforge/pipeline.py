@@ -29,7 +29,7 @@ from kdforge.models import build_model, count_params, load_saved_model, load_sta
 from kdforge.recipe import ModelSpec, Recipe, TrainConfig, dump_recipe
 from kdforge.report import write_report
 from kdforge.train.loop import TrainJob, fit, steps_for
-from kdforge.train.module import DistillModule, OnlineTeacher
+from kdforge.train.module import DistillModule, OnlineTeacher, TeacherSource
 
 logger = logging.getLogger("kdforge")
 
@@ -148,6 +148,11 @@ def plain_training(model: nn.Module, inputs: list[str], data: DataBundle, cfg: T
     fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
 
 
+def make_teacher_source(recipe: Recipe, teacher: nn.Module) -> TeacherSource:
+    """What the student's loss reads teacher outputs from during training."""
+    return OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher)
+
+
 def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Module,
                     teacher_val_logits: torch.Tensor | None, folder: Path, resume: bool) -> nn.Module:
     """Build the student for `seed`, check the setup on one batch, and train it against the teacher."""
@@ -156,7 +161,7 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
     student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
     loss = build_loss(recipe.losses)
     module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student)
-    online = OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher) if loss.needs_teacher else None
+    online = make_teacher_source(recipe, teacher) if loss.needs_teacher else None
     shapes = preflight(module, online, data.student_train,
                        (set(recipe.taps.student), set(recipe.taps.teacher)))
     if shapes:
@@ -171,7 +176,7 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
     fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
     save_model(student, folder, model_spec, args, recipe.student.inputs)
     if online is not None:
-        online.capture.remove()
+        online.close()
     module.capture.remove()
     return student
 

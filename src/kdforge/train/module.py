@@ -30,6 +30,8 @@ class TeacherSource(Protocol):
 
     def __call__(self, batch: Batch) -> Outputs: ...
 
+    def close(self) -> None: ...
+
 
 class OnlineTeacher:
     """Runs the teacher forward under no_grad in eval mode, with its taps captured."""
@@ -47,6 +49,10 @@ class OnlineTeacher:
         with self.capture:
             logits = logits_of(call_model(self.model, batch, self.inputs))
         return Outputs(logits=logits, features=dict(self.capture.features))
+
+    def close(self) -> None:
+        """Detach the hooks; the teacher model is left as it was."""
+        self.capture.remove()
 
 
 class DistillModule(nn.Module):
