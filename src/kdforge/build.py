@@ -30,12 +30,15 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
 
 
 def build_loss(terms: Sequence[LossTerm]) -> WeightedSum:
-    losses, weights = {}, {}
+    losses, weights, windows = {}, {}, {}
     for i, term in enumerate(terms):
         check_loss_term(term, where=f"recipe.losses[{i}]")
         losses[term.name] = LOSSES.get(term.name)(**term.params)
         weights[term.name] = term.weight
-    return WeightedSum(losses, weights)
+        windows[term.name] = (term.start_step, term.stop_step)
+    if not any(start == 0 for start, _ in windows.values()):
+        raise RecipeError("recipe.losses: no term is active at step 0; give one term start_step: 0.")
+    return WeightedSum(losses, weights, windows)
 
 
 def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: TensorData,
@@ -61,11 +64,12 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     was_training = module.training
     module.eval()
     try:
-        if teacher is not None:
-            teacher_outputs = teacher(batch)
-            teacher.capture.check_fired()
-        _check_labels(batch, module)
-        terms = standard_step(module, teacher, batch)
+        with module.loss.all_terms():  # terms that start later are checked now too
+            if teacher is not None:
+                teacher_outputs = teacher(batch)
+                teacher.capture.check_fired()
+            _check_labels(batch, module)
+            terms = standard_step(module, teacher, batch)
         module.capture.check_fired()
         bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
         if bad:

@@ -103,6 +103,14 @@ class LossTerm(BaseModel):
 
     name: str
     weight: float = 1.0
+    start_step: int = Field(0, ge=0, description="First optimizer step (0-based) at which the term is active.")
+    stop_step: int | None = Field(None, ge=1, description="The term is inactive from this step on (None: never).")
+
+    @model_validator(mode="after")
+    def _window(self) -> LossTerm:
+        if self.stop_step is not None and self.stop_step <= self.start_step:
+            raise ValueError(f"stop_step ({self.stop_step}) must be greater than start_step ({self.start_step})")
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -157,6 +165,8 @@ class Recipe(_Strict):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise RecipeError(f"recipe.losses: {duplicated} appear more than once; give each loss one term.")
+        if not any(term.start_step == 0 for term in self.losses):
+            raise RecipeError("recipe.losses: no term is active at step 0; give one term start_step: 0.")
         return self
 
 

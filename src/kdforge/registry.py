@@ -10,7 +10,7 @@ from kdforge.validation import unknown_name
 
 T = TypeVar("T")
 
-RESERVED_PARAMETERS = ("name", "weight")
+RESERVED_PARAMETERS = ("name", "weight", "start_step", "stop_step")  # keys a recipe loss term keeps
 
 
 class Registry(Generic[T]):

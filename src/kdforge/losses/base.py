@@ -6,6 +6,8 @@ method a pure function of tensors, testable on hand-built values, and usable fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -50,9 +52,14 @@ class DistillLoss(nn.Module):
 
 
 class WeightedSum(nn.Module):
-    """Sum of weighted loss terms; returns every term for logging, as `{"loss": total, name: value}`."""
+    """Sum of weighted loss terms; returns every active term for logging, as `{"loss": total, name: value}`.
 
-    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float]) -> None:
+    A term may be active only in a window of optimizer steps `[start, stop)` (FitNets' hint stage, then KD):
+    the loop calls `set_step` before each step, and inactive terms are not computed at all.
+    """
+
+    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float],
+                 windows: dict[str, tuple[int, int | None]] | None = None) -> None:
         super().__init__()
         if not terms:
             raise ValueError("WeightedSum needs at least one loss term.")
@@ -60,6 +67,25 @@ class WeightedSum(nn.Module):
             raise ValueError(f"WeightedSum: terms {sorted(terms)} and weights {sorted(weights)} name different terms.")
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
+        self.windows = {name: (windows or {}).get(name, (0, None)) for name in terms}
+        self.step = 0
+        self.every_term = False
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def active(self, name: str) -> bool:
+        start, stop = self.windows[name]
+        return self.every_term or (self.step >= start and (stop is None or self.step < stop))
+
+    @contextmanager
+    def all_terms(self) -> Iterator[None]:
+        """Every term active regardless of its window (preflight checks terms that start later too)."""
+        self.every_term = True
+        try:
+            yield
+        finally:
+            self.every_term = False
 
     @property
     def needs_teacher(self) -> bool:
@@ -75,6 +101,8 @@ class WeightedSum(nn.Module):
         return student_taps, teacher_taps
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> dict[str, Tensor]:
-        values = {name: term(student, teacher, targets) for name, term in self.terms.items()}
+        values = {name: term(student, teacher, targets) for name, term in self.terms.items() if self.active(name)}
+        if not values:
+            raise ValueError(f"No loss term is active at step {self.step}; check the terms' start_step/stop_step.")
         total = torch.stack([self.weights[name] * value for name, value in values.items()]).sum()
         return {"loss": total, **values}

@@ -127,6 +127,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
         while state.step < job.total_steps and not stopped_early:
             sums: dict[str, float] = {}
+            module.set_step(state.step)
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(stream), accelerator.device)
                 syncing = micro == cfg.grad_accum - 1

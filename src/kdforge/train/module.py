@@ -67,6 +67,10 @@ class DistillModule(nn.Module):
         self.inputs = inputs
         self.capture = Capture(student, taps or {}, owner="student")
 
+    def set_step(self, step: int) -> None:
+        """Tell step-windowed loss terms which optimizer step comes next."""
+        self.loss.set_step(step)
+
     def forward(self, batch: Batch, teacher: Outputs) -> dict[str, Tensor]:
         with self.capture:
             logits = logits_of(call_model(self.student, batch, self.inputs))
