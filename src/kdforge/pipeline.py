@@ -5,6 +5,7 @@ when `--resume` finds it complete; an interrupted stage resumes from its last ch
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
@@ -28,7 +29,7 @@ from kdforge.losses.ce import CELoss
 from kdforge.models import build_model, count_params, load_saved_model, load_state_into, save_model
 from kdforge.recipe import ModelSpec, Recipe, TrainConfig, dump_recipe
 from kdforge.report import write_report
-from kdforge.train.loop import TrainJob, fit, steps_for
+from kdforge.train.loop import TrainJob, TrainSummary, fit, steps_for
 from kdforge.train.module import DistillModule, OnlineTeacher, TeacherSource
 
 logger = logging.getLogger("kdforge")
@@ -145,7 +146,19 @@ def plain_training(model: nn.Module, inputs: list[str], data: DataBundle, cfg: T
     preflight(module, None, train_data, (set(), set()))
     job = TrainJob(name, module, None, train_data, cfg, total_steps or steps_for(cfg, len(train_data)), folder,
                    validate)
-    fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
+    save_summary(fit(job, make_accelerator(cfg.mixed_precision), resume=resume), folder)
+
+
+def save_summary(summary: TrainSummary, folder: Path) -> None:
+    """train_summary.json (steps, best step, early stop, time) and, when the best evaluation was kept, the
+    last step's student as last.safetensors, so the report can show best-epoch and last-epoch figures."""
+    io.write_json(folder / "train_summary.json", {
+        "steps": summary.steps, "best_step": summary.best_step, "stopped_early": summary.stopped_early,
+        "seconds": summary.seconds,
+    })
+    if summary.last_weights is not None:
+        student = {k.removeprefix("student."): v for k, v in summary.last_weights.items() if k.startswith("student.")}
+        io.save_tensors(folder / "last.safetensors", student)
 
 
 def make_teacher_source(recipe: Recipe, teacher: nn.Module) -> TeacherSource:
@@ -173,7 +186,7 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
         cfg = cfg.model_copy(update={"select": "last", "patience": None})
     job = TrainJob(f"student seed {seed}", module, online, data.student_train, cfg,
                    steps_for(cfg, len(data.student_train)), folder, validate)
-    fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
+    save_summary(fit(job, make_accelerator(cfg.mixed_precision), resume=resume), folder)
     save_model(student, folder, model_spec, args, recipe.student.inputs)
     if online is not None:
         online.close()
@@ -241,7 +254,18 @@ def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBu
                  teacher_test: torch.Tensor, confidence: float, seconds: float) -> ModelResult:
     logits = predict_logits(model, data.test, inputs)
     metrics = {**accuracy_summary(labels, logits, confidence), **agreement_summary(teacher_test, logits, confidence),
-               "params": count_params(model), "seconds": seconds}
+               "params": count_params(model), "wall_seconds": seconds}
+    summary_file = folder / "train_summary.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        metrics.update(steps=summary["steps"], best_step=summary["best_step"], train_seconds=summary["seconds"])
+    last_file = folder / "last.safetensors"
+    if last_file.is_file():  # `select: best` kept an earlier step: report the last step's figures beside it
+        last = copy.deepcopy(model)
+        load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
+        last_logits = predict_logits(last, data.test, inputs)
+        metrics["accuracy_last"] = accuracy_summary(labels, last_logits, confidence)["accuracy"]
+        metrics["agreement_last"] = agreement_summary(teacher_test, last_logits, confidence)["agreement"]
     io.write_json(folder / "test_metrics.json", metrics)
     return ModelResult(model, folder, metrics)
 

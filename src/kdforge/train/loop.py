@@ -55,6 +55,7 @@ class TrainSummary:
     stopped_early: bool
     evals: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    last_weights: dict[str, Tensor] | None = None  # the module at the last step, when `select: best` replaced it
 
 
 def steps_for(cfg: TrainConfig, n_samples: int) -> int:
@@ -162,9 +163,12 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 accelerator.wait_for_everyone()
     log.close()
     final = accelerator.unwrap_model(prepared)
+    last_weights = None
     if cfg.select == "best" and best_weights is not None:
+        last_weights = {k: v.detach().clone().cpu() for k, v in final.state_dict().items()}
         final.load_state_dict(best_weights)
-    return TrainSummary(state.step, state.best_step, stopped_early, state.evals, time.perf_counter() - started)
+    return TrainSummary(state.step, state.best_step, stopped_early, state.evals, time.perf_counter() - started,
+                        last_weights)
 
 
 def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, state: LoopState,
