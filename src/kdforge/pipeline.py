@@ -27,7 +27,8 @@ from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits
 from kdforge.losses.base import WeightedSum
 from kdforge.losses.ce import CELoss
 from kdforge.models import build_model, count_params, load_saved_model, load_state_into, save_model
-from kdforge.recipe import ModelSpec, Recipe, TrainConfig, dump_recipe
+from kdforge.models.ensemble import EnsembleTeacher
+from kdforge.recipe import ModelSpec, Recipe, TeacherSpec, TrainConfig, dump_recipe
 from kdforge.report import write_report
 from kdforge.train.loop import TrainJob, TrainSummary, fit, steps_for
 from kdforge.train.module import DistillModule, OnlineTeacher, TeacherSource
@@ -116,23 +117,32 @@ def _model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: s
 
 
 def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool) -> nn.Module:
-    """Load the teacher, or train it first (cross-entropy on all labelled training data) when asked."""
-    spec = recipe.teacher
-    folder = out_dir / "teacher"
+    """Load the teacher, train it first (cross-entropy on all labelled training data), or assemble an
+    ensemble of such teachers, as the recipe says."""
+    return _obtain(recipe.teacher, recipe, data, out_dir / "teacher", resume, "recipe.teacher")
+
+
+def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, resume: bool,
+            where: str) -> nn.Module:
+    if spec.members is not None:
+        members = [_obtain(member, recipe, data, folder / f"member-{i}", resume, f"{where}.members[{i}]")
+                   for i, member in enumerate(spec.members)]
+        return EnsembleTeacher(members, spec.member_weights)
     if spec.train is None:
         if spec.path is None and spec.checkpoint is None:
             raise RecipeError(
-                "recipe.teacher: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
+                f"{where}: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
                 "'path' (a saved kdforge model), or 'train' (train it first on the labelled data)."
             )
-        teacher, _, _ = _model_from_spec(spec, recipe, data, "recipe.teacher")
+        teacher, _, _ = _model_from_spec(spec, recipe, data, where)
         return teacher
     if resume and (folder / "model.json").is_file():
-        teacher, _ = load_saved_model(folder, "teacher", recipe._base_dir)
+        teacher, _ = load_saved_model(folder, where, recipe._base_dir)
         return teacher
     seed_everything(spec.train.seed)
-    teacher, model_spec, args = _model_from_spec(spec, recipe, data, "recipe.teacher")
-    plain_training(teacher, spec.inputs, data, spec.train, data.teacher_train, folder, recipe, resume, "teacher")
+    teacher, model_spec, args = _model_from_spec(spec, recipe, data, where)
+    plain_training(teacher, spec.inputs, data, spec.train, data.teacher_train, folder, recipe, resume,
+                   folder.name if folder.name != "teacher" else "teacher")
     save_model(teacher, folder, model_spec, args, spec.inputs)
     return teacher
 

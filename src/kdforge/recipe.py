@@ -67,10 +67,55 @@ class ModelSpec(_Strict):
         return self
 
 
+class CacheSpec(_Strict):
+    """The offline teacher cache (docs/cache.md). `cache: DIR` is short for `cache: {dir: DIR}`.
+
+    Unset settings mean "whatever the store holds" when reading, and full float32 logits when building.
+    """
+
+    dir: str = Field(description="Folder of the teacher-output store (relative to the recipe file).")
+    logits: Literal["full", "topk"] | None = Field(None, description="Full logits, or the top-k per row.")
+    k: int | None = Field(None, ge=1, description="topk: entries kept per row (default 64).")
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        None, description="Stored values (default float32 for full logits, float16 for top-k).")
+    features: list[str] | None = Field(None, description="Teacher taps to store (default: every taps.teacher).")
+    tail: Literal["uniform", "renormalize"] = Field("uniform", description="How top-k rebuilds the distribution.")
+    verify: bool = Field(True, description="Check every file's SHA-256 when the cache is opened.")
+    chunk_rows: int = Field(4096, ge=1, description="Rows per resumable chunk while building.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_dir(cls, value: Any) -> Any:
+        return {"dir": value} if isinstance(value, str) else value
+
+
 class TeacherSpec(ModelSpec):
-    """The teacher: a model with weights, or a model trained first on the labelled data (`train:`)."""
+    """The teacher: a model with weights, a model trained first on the labelled data (`train:`), or an
+    ensemble of such models whose logits are averaged (`members:`)."""
 
     train: TrainConfig | None = Field(None, description="Train the teacher first (cross-entropy on all labels).")
+    members: list[TeacherSpec] | None = Field(None, min_length=2, description="Ensemble: average their logits.")
+    cache: CacheSpec | None = Field(None, description="Read teacher outputs from this store (built once if missing).")
+    member_weights: list[float] | None = Field(None, description="Ensemble weights (default: equal).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherSpec:
+        if self.cache is not None and self.members is None and self.model is None and self.path is None:
+            if self.checkpoint is not None or self.train is not None:
+                raise ValueError("'checkpoint' and 'train' need 'model'; a cache alone gives 'cache' only")
+            return self  # cache only: students train from the store, evaluation replays it (docs/cache.md)
+        if self.members is None:
+            if self.member_weights is not None:
+                raise ValueError("'member_weights' needs 'members'")
+            return ModelSpec._one_source(self)
+        if self.model is not None or self.path is not None or self.checkpoint is not None or self.train is not None:
+            raise ValueError("an ensemble teacher gives 'members' only; put model/path/checkpoint/train in each")
+        if self.member_weights is not None:
+            if len(self.member_weights) != len(self.members):
+                raise ValueError(f"{len(self.member_weights)} member_weights for {len(self.members)} members")
+            if any(not w > 0 for w in self.member_weights):
+                raise ValueError("member_weights must all be > 0")
+        return self
 
 
 class DataSpec(_Strict):
