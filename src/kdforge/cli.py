@@ -185,6 +185,11 @@ def inspect(
     out.print(table)
 
 
+from kdforge.trees.cli import tree_command  # noqa: E402  (issue 10: `kdforge tree RECIPE`)
+
+app.command("tree")(tree_command)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2."""
     try:

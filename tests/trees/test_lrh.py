@@ -36,7 +36,7 @@ def test_exact_recovery_of_a_planted_tree(family, seed):
     exhaustive = tree_dp(all_conjunctions(n, depth), X.astype(np.int8), planted.predict(X), 2, 2**depth)
     assert est.tree_.n_leaves == exhaustive.smallest_budget(0.0)
     true_nodes = {r.tobytes() for r in planted.node_conjunctions()}
-    probed = {r.tobytes(): m for r, m in zip(est.conjunctions_, est.probe_mse_)}
+    probed = {r.tobytes(): m for r, m in zip(est.conjunctions_, est.probe_mse_, strict=True)}
     assert true_nodes <= set(probed)  # every node was probed ...
     assert max(probed[k] for k in true_nodes) < 1e-3  # ... and read off the representation almost exactly
 

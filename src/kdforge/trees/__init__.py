@@ -15,8 +15,8 @@ from kdforge.trees.soft_tree import SoftDecisionTree
 from kdforge.trees.surrogate import SurrogateTree
 from kdforge.trees.synthetic import CubeSampler, PlantedTree, random_tree
 from kdforge.trees.teachers import train_mlp
-from kdforge.trees.trepan import TrepanTree
 from kdforge.trees.tree import Tree
+from kdforge.trees.trepan import TrepanTree
 
 __all__ = [
     "CubeSampler", "LRHTreeDistiller", "Literals", "MungeSampler", "PlantedTree", "RidgeProbes", "SoftDecisionTree",

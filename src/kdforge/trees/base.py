@@ -105,9 +105,9 @@ class TeacherTreeMixin(ClassifierMixin):
 
     def fidelity(self, X: Any) -> float:
         """Agreement with the teacher on the rows of X."""
-        check_is_fitted(self, "tree_")
+        pred = self.predict(X)  # checks fitted and validates X
         X = self._validate_input(X, reset=False)
-        return float(np.mean(self.predict(X) == self.classes_[self._teacher_labels(X)]))
+        return float(np.mean(pred == self.classes_[self._teacher_labels(X)]))
 
     # ------------------------------------------------------------------ output a user reads
     def fidelity_statement(self) -> str:

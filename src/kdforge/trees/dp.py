@@ -93,7 +93,7 @@ def split_edges(rows: np.ndarray) -> list[tuple[int, int, int, int]]:
     parent, minus_child = lookup(parent_hash), lookup(minus_hash)
     keep = (parent >= 0) & (minus_child >= 0)
     return list(zip(parent[keep].tolist(), literal[keep].tolist(), minus_child[keep].tolist(),
-                    plus_child[keep].tolist()))
+                    plus_child[keep].tolist(), strict=True))
 
 
 def tree_dp(rows: np.ndarray, Z: np.ndarray, y: np.ndarray, n_classes: int, max_leaves: int) -> DPResult:

@@ -140,8 +140,10 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         if self.max_leaf_nodes is not None:
             check_int(self.max_leaf_nodes, "max_leaf_nodes", name, 1)
         if (self.top_k is None) == (self.probe_mse is None):
-            raise ValueError(f"{name}: set exactly one of 'top_k' (practical variant) and 'probe_mse' (provable "
-                             f"variant; then pass top_k=None). Got top_k={self.top_k!r}, probe_mse={self.probe_mse!r}.")
+            raise ValueError(
+                f"{name}: set exactly one of 'top_k' (practical variant) and 'probe_mse' (provable variant; then "
+                f"pass top_k=None). Got top_k={self.top_k!r}, probe_mse={self.probe_mse!r}."
+            )
         if self.top_k is not None:
             check_int(self.top_k, "top_k", name, 1)
         elif not (isinstance(self.probe_mse, (int, float)) and self.probe_mse >= 0):
@@ -156,7 +158,9 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         if not 0 < self.confidence < 1:
             raise ValueError(f"The 'confidence' parameter of {name} must be in (0, 1). Got {self.confidence!r}.")
         if self.rank_by not in ("auto", "mse", "fvu"):
-            raise ValueError(f"The 'rank_by' parameter of {name} must be 'auto', 'mse' or 'fvu'. Got {self.rank_by!r}.")
+            raise ValueError(
+                f"The 'rank_by' parameter of {name} must be 'auto', 'mse' or 'fvu'. Got {self.rank_by!r}."
+            )
         if self.literals not in ("auto", "boolean", "quantile", "sensitivity"):
             raise ValueError(f"The 'literals' parameter of {name} must be 'auto', 'boolean', 'quantile' or "
                              f"'sensitivity'. Got {self.literals!r} instead.")

@@ -51,7 +51,9 @@ def teacher_scores(teacher: Any, X: np.ndarray, where: str = "teacher") -> np.nd
     elif callable(teacher):
         out = _to_numpy(teacher(X), where)
     else:
-        raise KDForgeError(f"{where}: must be a torch.nn.Module or a callable X -> scores; got {type(teacher).__name__}.")
+        raise KDForgeError(
+            f"{where}: must be a torch.nn.Module or a callable X -> scores; got {type(teacher).__name__}."
+        )
     if out.ndim == 1:
         out = out[:, None]
     if out.ndim != 2 or out.shape[0] != len(X):
@@ -143,30 +145,23 @@ def make_representation(teacher: Any, layers: Sequence[str] | None, representati
     return lambda X: module_activations(teacher, names, X, owner)
 
 
-def train_mlp(X: np.ndarray, y: np.ndarray, hidden: Sequence[int] = (256, 256), *, lr: float = 1e-3,
-              batch_size: int = 256, max_epochs: int = 200, weight_decay: float = 0.0, seed: int = 0,
-              stop_at_train_accuracy: float = 1.0) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a ReLU `MLP` teacher (kdforge.models.builtin) with Adam on (X, y class ids).
-
-    Two classes get one logit and BCE-with-logits (the paper's "class" loss); more classes get cross-entropy.
-    Stops once the training accuracy reaches `stop_at_train_accuracy` (checked after every epoch).
-    Returns the model (eval mode) and {epochs, seconds, train_accuracy}.
-    """
-    from kdforge.models.builtin import MLP
-
+def train_classifier(model: nn.Module, X: np.ndarray, y: np.ndarray, *, lr: float = 1e-3, batch_size: int = 256,
+                     max_epochs: int = 200, weight_decay: float = 0.0, seed: int = 0,
+                     stop_at_train_accuracy: float = 1.0) -> dict[str, Any]:
+    """Train `model` (X -> scores) with Adam on class ids y; stops once the training accuracy reaches
+    `stop_at_train_accuracy` (checked after every epoch). One output column means one logit with
+    BCE-with-logits (the paper's "class" loss); K columns mean cross-entropy. Returns {epochs, seconds,
+    train_accuracy}; the model is left in eval mode."""
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
-    n_classes = int(y.max()) + 1 if len(y) else 2
-    binary = n_classes <= 2
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = MLP(input_shape=(X.shape[1],), num_classes=1 if binary else n_classes, hidden=tuple(hidden))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    binary = teacher_scores(model, X[:2]).shape[1] == 1
     loss_fn = nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
     started = time.perf_counter()
     accuracy, epoch = 0.0, 0
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):  # noqa: B007 (returned: epochs actually run)
         model.train()
         for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
             out = model(xt[idx])
@@ -174,8 +169,22 @@ def train_mlp(X: np.ndarray, y: np.ndarray, hidden: Sequence[int] = (256, 256), 
             opt.zero_grad()
             loss.backward()
             opt.step()
-        model.eval()
         accuracy = float((labels_from_scores(teacher_scores(model, X)) == y).mean())
         if accuracy >= stop_at_train_accuracy:
             break
-    return model.eval(), {"epochs": epoch, "seconds": time.perf_counter() - started, "train_accuracy": accuracy}
+    model.eval()
+    return {"epochs": epoch, "seconds": time.perf_counter() - started, "train_accuracy": accuracy}
+
+
+def train_mlp(X: np.ndarray, y: np.ndarray, hidden: Sequence[int] = (256, 256), *, lr: float = 1e-3,
+              batch_size: int = 256, max_epochs: int = 200, weight_decay: float = 0.0, seed: int = 0,
+              stop_at_train_accuracy: float = 1.0) -> tuple[nn.Module, dict[str, Any]]:
+    """A ReLU `MLP` teacher (kdforge.models.builtin) trained by `train_classifier`; two classes get one logit."""
+    from kdforge.models.builtin import MLP
+
+    n_classes = int(np.max(y)) + 1 if len(y) else 2
+    torch.manual_seed(seed)
+    model = MLP(input_shape=(np.shape(X)[1],), num_classes=1 if n_classes <= 2 else n_classes, hidden=tuple(hidden))
+    info = train_classifier(model, X, y, lr=lr, batch_size=batch_size, max_epochs=max_epochs,
+                            weight_decay=weight_decay, seed=seed, stop_at_train_accuracy=stop_at_train_accuracy)
+    return model, info

@@ -1,0 +1,87 @@
+"""Tree recipes and the `kdforge tree` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdforge.errors import KDForgeError, RecipeError
+from kdforge.trees.recipe import load_tree_recipe, run_tree_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "tree" / "breast_cancer_mlp_depth4.yaml"
+
+SMALL = [  # a fast variant of the shipped recipe
+    "teacher.args.hidden=[16]", "teacher.train.epochs=30", "distiller.max_depth=2", "distiller.top_k=10",
+    "distiller.n_probe=300", "distiller.n_val=300", "distiller.n_dp=300", "distiller.n_fidelity=500",
+    "distiller.literals=quantile", "distiller.n_thresholds=3", "baselines=[cart]",
+]
+
+
+def test_shipped_recipes_validate():
+    for path in (ROOT / "recipes" / "tree").glob("*.yaml"):
+        load_tree_recipe(path)
+
+
+def test_run_writes_tree_rules_png_and_fidelity(tmp_path):
+    report = run_tree_recipe(RECIPE, tmp_path / "run", overrides=SMALL)
+    out = tmp_path / "run"
+    for method in ("lrh", "cart"):
+        for name in ("tree.txt", "tree.json", "tree.png", "fidelity.txt"):
+            assert (out / method / name).is_file()
+    assert "worst" in (out / "lrh" / "tree.txt").read_text() or "mean" in (out / "lrh" / "tree.txt").read_text()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["methods"]["lrh"]["test_fidelity"] == report["methods"]["lrh"]["test_fidelity"]
+    assert report["methods"]["lrh"]["test_fidelity"] > 0.8
+    assert "with 95% confidence" in (out / "lrh" / "fidelity.txt").read_text()
+    with pytest.raises(KDForgeError, match="exists and is not empty"):
+        run_tree_recipe(RECIPE, out, overrides=SMALL)
+
+
+def write(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def base():
+    return yaml.safe_load(RECIPE.read_text())
+
+
+def test_unknown_keys_and_parameters_say_where_and_suggest(tmp_path):
+    data = base()
+    data["distiller"]["max_dept"] = 3
+    with pytest.raises(RecipeError, match=r"recipe.distiller: LRHTreeDistiller has no parameter 'max_dept'\. "
+                                          r"Did you mean 'max_depth'"):
+        load_tree_recipe(write(tmp_path, data))
+    data = base()
+    data["inputs"]["samplr"] = "pool"
+    with pytest.raises(RecipeError, match=r"recipe.inputs.samplr: unknown key 'samplr'. Did you mean 'sampler'"):
+        load_tree_recipe(write(tmp_path, data))
+
+
+def test_bad_values_in_recipes(tmp_path):
+    data = base()
+    data["distiller"]["max_depth"] = 0
+    with pytest.raises(RecipeError, match="'max_depth' parameter of LRHTreeDistiller must be an int >= 1"):
+        run_tree_recipe(write(tmp_path, data), tmp_path / "o", overrides=SMALL[:2] + ["distiller.max_depth=0"])
+    data = base()
+    data["teacher"]["layers"] = ["blocks.0.7"]
+    with pytest.raises(KDForgeError, match="unknown submodule of MLP 'blocks.0.7'"):
+        run_tree_recipe(write(tmp_path, data), tmp_path / "o2", overrides=SMALL)
+    data = base()
+    del data["teacher"]["train"]
+    with pytest.raises(RecipeError, match="the teacher has no weights"):
+        load_tree_recipe(write(tmp_path, data))
+
+
+def test_cli_exits_2_with_one_line_on_user_errors(tmp_path, capsys):
+    from kdforge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["tree", str(tmp_path / "missing.yaml")])
+    assert exc.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
