@@ -7,10 +7,13 @@ per feature with t = 0, so Z = X and conjunctions over Z are exactly the paper's
 How thresholds are chosen for continuous (or categorical, integer-coded) features:
 - "quantile": the midpoints between consecutive distinct values at `n_thresholds` evenly spaced quantiles of
   the pool (a feature with <= n_thresholds + 1 distinct values gets every midpoint);
-- "sensitivity": where the teacher's own decision flips. For `n_sweep` pool rows, feature j is swept over a
-  quantile grid with the other features held fixed; every flip of the teacher's label between neighbouring
-  grid points votes for their midpoint, and the `n_thresholds` most voted midpoints are kept (features the
-  teacher never flips on fall back to one median threshold).
+- "sensitivity": where the teacher's own decision flips near real inputs. For `n_sweep` pool rows, feature j
+  is swept over a quantile grid with the other features held fixed; every flip of the teacher's label between
+  neighbouring grid points votes for their midpoint, with weight exp(-|q(flip) - q(row)| / 0.1), where q is the
+  position in the feature's quantiles. The weight favours boundaries a small move of a real input crosses:
+  unweighted votes pile up in the tails, where a single feature overrides a confident prediction but almost
+  no data lies. The `n_thresholds` heaviest midpoints are kept (a feature the teacher never flips on falls
+  back to one median threshold).
 """
 
 from __future__ import annotations
@@ -86,7 +89,11 @@ def sensitivity_literals(X: np.ndarray, predict: Callable[[np.ndarray], np.ndarr
         sweep = np.repeat(rows, len(grid), axis=0)
         sweep[:, j] = np.tile(grid, len(rows))
         labels = predict(sweep).reshape(len(rows), len(grid))
-        flips = (labels[:, 1:] != labels[:, :-1]).sum(axis=0)  # votes per gap between grid points
+        position = np.linspace(0.0, 1.0, len(grid))  # quantile position of each grid point
+        gap_position = (position[1:] + position[:-1]) / 2.0
+        row_position = np.searchsorted(grid, rows[:, j]) / (len(grid) - 1)
+        weight = np.exp(-np.abs(gap_position[None, :] - row_position[:, None]) / 0.1)
+        flips = ((labels[:, 1:] != labels[:, :-1]) * weight).sum(axis=0)  # weighted votes per gap
         mids = (grid[1:] + grid[:-1]) / 2.0
         order = [k for k in np.argsort(-flips, kind="stable") if flips[k] > 0][:n_thresholds]
         chosen = sorted(mids[order]) if order else [float(np.median(X[:, j]))]
