@@ -256,7 +256,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
                                          teacher_test, confidence, time.perf_counter() - t0)
     teacher_metrics = {**accuracy_summary(labels, teacher_test, confidence), "params": count_params(teacher),
                        "seconds": teacher_seconds}
-    report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment())
+    report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment(), teacher_model=teacher)
     return RunResult(out, report, teacher, students, scratch)
 
 

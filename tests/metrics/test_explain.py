@@ -48,6 +48,8 @@ def test_gradcam_pp_explains_the_requested_class_and_upsamples():
     assert find_spatial_layer(model, model, x) == "2"
     cams = gradcam_plus_plus(model, model, x, "2", target=torch.tensor([0, 1, 2]))
     assert cams.shape == (3, 8, 8) and (cams >= 0).all()
+    model.requires_grad_(False)  # a frozen teacher still gets maps
+    assert torch.allclose(gradcam_plus_plus(model, model, x, "2", target=torch.tensor([0, 1, 2])), cams)
     with pytest.raises(UnknownNameError, match="unknown layer 'conv'"):
         gradcam_plus_plus(model, model, x, "conv")
 

@@ -91,6 +91,7 @@ def gradcam_plus_plus(model: nn.Module, forward: Forward, x: Tensor, layer: str,
     if x.dim() != 4:
         raise ShapeMismatchError(f"gradcam_plus_plus: inputs must be images (N, C, H, W); got {tuple(x.shape)}.")
     module = _module(model, layer)
+    x = x.detach().clone().requires_grad_(True)  # builds the graph even when the model's weights are frozen
     captured: list[Tensor] = []
     handle = module.register_forward_hook(lambda mod, args, output: captured.append(output))
     try:

@@ -1,21 +1,39 @@
-"""The run report: `report.json` (stable keys), `report.md`, and PNG plots."""
+"""The run report: `report.json` (stable keys, see docs/report.md), `report.md`, a self-contained
+`report.html`, and PNG plots."""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdforge import io
+from kdforge.report.html import render_html
 from kdforge.report.markdown import render_markdown
-from kdforge.report.plots import plot_accuracy, plot_curves
+from kdforge.report.plots import (
+    plot_accuracy,
+    plot_agreement_confidence,
+    plot_confusion,
+    plot_cost,
+    plot_curves,
+    plot_explanations,
+    plot_reliability,
+)
 
 if TYPE_CHECKING:
+    from torch import Tensor, nn
+
     from kdforge.data import DataBundle
+    from kdforge.evaluate import EvalOptions
     from kdforge.pipeline import ModelResult
     from kdforge.recipe import Recipe
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+
+# Sections `evaluate_pair` adds for the evaluated student (see docs/report.md).
+DETAIL_SECTIONS = ("fidelity", "accuracy", "per_class", "confusion", "agreement_by_confidence", "calibration",
+                   "explanations", "robustness", "cost")
 
 
 def _mean(values: list[float]) -> float:
@@ -26,12 +44,16 @@ def _std(values: list[float]) -> float:
     return float(statistics.stdev(values)) if len(values) > 1 else 0.0
 
 
-def summarise(results: dict[int, ModelResult]) -> dict[str, Any]:
-    """Mean and std over seeds, the weakest seed's agreement bound, and every seed's numbers."""
-    per_seed = [{"seed": seed, **{k: v for k, v in r.metrics.items()}} for seed, r in results.items()]
+def summarise(results: dict[int, ModelResult], extras: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
+    """Mean and std over seeds, the weakest seed's agreement bound, and every seed's numbers.
+
+    `extras` (per seed: kl, js, probability_loyalty, ece) are added to each seed's entry and averaged.
+    """
+    extras = extras or {}
+    per_seed = [{"seed": seed, **dict(r.metrics), **extras.get(seed, {})} for seed, r in results.items()]
     acc = [m["accuracy"] for m in per_seed]
     agree = [m["agreement"] for m in per_seed]
-    return {
+    summary = {
         "accuracy": _mean(acc),
         "accuracy_std": _std(acc),
         "agreement": _mean(agree),
@@ -40,18 +62,49 @@ def summarise(results: dict[int, ModelResult]) -> dict[str, Any]:
         "params": per_seed[0]["params"],
         "per_seed": per_seed,
     }
+    for key in ("kl", "js", "probability_loyalty", "ece"):
+        if all(key in m for m in per_seed):
+            summary[key] = _mean([m[key] for m in per_seed])
+    return summary
+
+
+def _seed_extras(teacher_logits: Tensor, logits: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
+    from kdforge.metrics import expected_calibration_error, js_divergence, kl_to_teacher, probability_loyalty
+
+    return {"kl": kl_to_teacher(teacher_logits, logits), "js": js_divergence(teacher_logits, logits),
+            "probability_loyalty": probability_loyalty(teacher_logits, logits),
+            "ece": expected_calibration_error(labels, logits, n_bins)}
 
 
 def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[str, Any],
                  students: dict[int, ModelResult], scratch: dict[int, ModelResult],
-                 env: dict[str, Any]) -> dict[str, Any]:
-    """Build the report dict, write report.json / report.md / plots, and return the dict."""
-    student = summarise(students)
+                 env: dict[str, Any], *, teacher_model: nn.Module | None = None,
+                 opts: EvalOptions | None = None) -> dict[str, Any]:
+    """Build the report dict, write report.json / report.md / report.html / plots, and return the dict.
+
+    Args:
+        out_dir: The run folder.
+        recipe: The run's recipe.
+        data: The run's data (the report evaluates on `data.test`).
+        teacher: The teacher's test metrics (accuracy with its interval, params).
+        students: Distilled students per seed, with their test metrics.
+        scratch: Baseline students per seed (may be empty).
+        env: Versions and threads (`environment.json`).
+        teacher_model: The teacher itself; with it the report gains the full fidelity sections (distribution
+            match, PAC assessment, per class, calibration, explanations, robustness, cost) for the evaluated
+            student, the seed with the weakest agreement bound.
+        opts: What the full evaluation measures (default: `EvalOptions(confidence=recipe.eval.confidence)`).
+    """
+    evaluation = None
+    if teacher_model is not None:
+        evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
+    student = summarise(students, evaluation["extras_student"] if evaluation else None)
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "name": recipe.name,
         "seeds": list(recipe.seeds),
         "confidence": recipe.eval.confidence,
+        "recipe_dir": recipe._base_dir,
         "data": {
             "source": recipe.data.source,
             "train": len(data.teacher_train),
@@ -69,14 +122,67 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         "environment": env,
     }
     if scratch:
-        report["scratch"] = summarise(scratch)
+        report["scratch"] = summarise(scratch, evaluation["extras_scratch"] if evaluation else None)
         report["kd_gain"] = student["accuracy"] - report["scratch"]["accuracy"]
+    if evaluation is not None:
+        report["evaluated_seed"] = evaluation["seed"]
+        report["eval_options"] = evaluation["options"]
+        report.update(evaluation["sections"])
+        if "calibration" in report:
+            report["teacher"] = {**teacher, "ece": report["calibration"]["teacher"]["ece"]}
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    report["plots"] = [
-        str(plot_accuracy(report, plots / "accuracy.png").relative_to(out_dir)),
-        str(plot_curves(out_dir, list(recipe.seeds), bool(scratch), plots / "curves.png").relative_to(out_dir)),
+    written = [
+        plot_accuracy(report, plots / "accuracy.png"),
+        plot_curves(out_dir, list(recipe.seeds), bool(scratch), plots / "curves.png"),
     ]
+    if evaluation is not None:
+        written.append(plot_agreement_confidence(report["agreement_by_confidence"], plots / "agreement.png"))
+        if "calibration" in report:
+            written.append(plot_reliability(report["calibration"], plots / "reliability.png"))
+        written.append(plot_confusion(report["confusion"]["matrix"], report.get("per_class"),
+                                      plots / "confusion.png"))
+        if evaluation["maps"] is not None:
+            written.append(plot_explanations(evaluation["maps"], plots / "explanations.png"))
+        if report.get("cost", {}).get("available", True):
+            written.append(plot_cost(report["cost"], plots / "cost.png"))
+    report["plots"] = [str(p.relative_to(out_dir)) for p in written]
     io.write_json(out_dir / "report.json", report)
     io.write_text(out_dir / "report.md", render_markdown(report))
+    io.write_text(out_dir / "report.html", render_html(report, out_dir))
     return report
+
+
+def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, students: dict[int, ModelResult],
+              scratch: dict[int, ModelResult], opts: EvalOptions | None) -> dict[str, Any]:
+    """Logits of every model on the test split, per-seed extras, and the full evaluation of the weakest seed."""
+    from kdforge.evaluate import EvalOptions, calibration_section, evaluate_pair, predict_logits
+
+    opts = opts or EvalOptions(confidence=recipe.eval.confidence)
+    batch_size = recipe.eval.batch_size
+    labels = data.test.tensors["labels"]
+    teacher_logits = predict_logits(teacher_model, data.test, recipe.teacher.inputs, batch_size)
+
+    def logits_of(results: dict[int, ModelResult]) -> dict[int, Tensor]:
+        return {seed: predict_logits(r.model, data.test, recipe.student.inputs, batch_size)
+                for seed, r in results.items()}
+
+    student_logits, scratch_logits = logits_of(students), logits_of(scratch)
+    seed = min(students, key=lambda s: (students[s].metrics["agreement_lower_95"], s))
+    result = evaluate_pair(teacher_model, students[seed].model, data.test, recipe.teacher.inputs,
+                           recipe.student.inputs, opts, num_classes=data.info.num_classes,
+                           teacher_logits=teacher_logits, student_logits=student_logits[seed], batch_size=batch_size)
+    sections = result.sections
+    if scratch and seed in scratch and "calibration" in sections:
+        sections["calibration"]["scratch"] = calibration_section(labels, {"scratch": scratch_logits[seed]},
+                                                                 opts.n_bins)["scratch"]
+    options = asdict(opts)
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return {
+        "seed": seed,
+        "options": options,
+        "sections": {k: sections[k] for k in DETAIL_SECTIONS if k in sections},
+        "maps": result.maps,
+        "extras_student": {s: _seed_extras(teacher_logits, v, labels, opts.n_bins) for s, v in student_logits.items()},
+        "extras_scratch": {s: _seed_extras(teacher_logits, v, labels, opts.n_bins) for s, v in scratch_logits.items()},
+    }

@@ -80,3 +80,137 @@ def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_agreement_confidence(bins: list[dict[str, Any]], path: Path) -> Path:
+    """Top-1 agreement per bin of teacher confidence, with each bin's share of the rows."""
+    used = [b for b in bins if b["count"]]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    centers = [(b["lower"] + b["upper"]) / 2 for b in used]
+    width = (bins[0]["upper"] - bins[0]["lower"]) * 0.9
+    ax.bar(centers, [b["accuracy"] for b in used], width=width, color="#2a6fb0", alpha=0.85, label="agreement")
+    total = sum(b["count"] for b in used)
+    share = ax.twinx()
+    share.plot(centers, [b["count"] / total for b in used], color="#d9822b", marker="o", lw=1, label="share of rows")
+    share.set_ylabel("share of rows", color="#d9822b")
+    share.set_ylim(0, 1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("teacher confidence (max softmax probability)")
+    ax.set_ylabel("top-1 agreement")
+    ax.set_title("Agreement with the teacher vs its confidence")
+    return _save(fig, path)
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
+    """Reliability diagrams (accuracy vs confidence per bin) of each model, with its ECE."""
+    names = [n for n in ("teacher", "student", "scratch") if n in calibration]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
+    colors = {"teacher": "#555555", "student": "#2a6fb0", "scratch": "#d9822b"}
+    for ax, name in zip(axes[0], names, strict=True):
+        bins = calibration[name]["bins"]
+        width = bins[0]["upper"] - bins[0]["lower"]
+        used = [b for b in bins if b["count"]]
+        ax.bar([b["lower"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
+               color=colors[name], alpha=0.8, edgecolor="white", label="accuracy")
+        ax.plot([0, 1], [0, 1], ls="--", color="black", lw=0.8, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_title(f"{name}: ECE {calibration[name]['ece']:.3f}", fontsize=10)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | None, path: Path) -> Path:
+    """Teacher-vs-student prediction counts, and per-class accuracy of both with their agreement."""
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    ncols = 2 if per_class else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+    ax = axes[0][0]
+    shown = np.where(counts > 0, np.log10(counts + 1), np.nan)
+    ax.imshow(shown, cmap="Blues")
+    k = counts.shape[0]
+    if k <= 20:
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if i == j else "#b22222")
+    ax.set_xlabel("student prediction")
+    ax.set_ylabel("teacher prediction")
+    ax.set_title("Teacher vs student predictions (off-diagonal: disagreements)", fontsize=9)
+    if per_class:
+        bx = axes[0][1]
+        classes = [r["class"] for r in per_class]
+        x = np.arange(len(classes))
+        bx.bar(x - 0.27, [r["teacher_accuracy"] for r in per_class], 0.27, color="#555555", label="teacher acc.")
+        bx.bar(x, [r["student_accuracy"] for r in per_class], 0.27, color="#2a6fb0", label="student acc.")
+        bx.bar(x + 0.27, [r["agreement"] for r in per_class], 0.27, color="#6bbf59", label="agreement")
+        bx.set_xticks(x, [str(c) for c in classes])
+        low = min(min(r["student_accuracy"], r["agreement"]) for r in per_class if r["n"]) if any(
+            r["n"] for r in per_class) else 0.0
+        bx.set_ylim(max(0.0, low - 0.1), 1.0)
+        bx.set_xlabel("true class")
+        bx.set_title("Per class", fontsize=9)
+        bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
+    return _save(fig, path)
+
+
+def plot_explanations(maps: dict[str, Any], path: Path, n: int = 6) -> Path:
+    """A few inputs with the teacher's and the student's explanation maps for the teacher's class."""
+    rows = [("input", "input")]
+    if "gradcam_teacher" in maps:
+        rows.append(("gradcam_teacher", "teacher Grad-CAM++"))
+    if "gradcam_student" in maps:
+        rows.append(("gradcam_student", "student Grad-CAM++"))
+    rows += [("saliency_teacher", "teacher saliency"), ("saliency_student", "student saliency")]
+    count = min(n, len(maps["input"]))
+    fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count, 1.45 * len(rows)), squeeze=False)
+    for r, (key, label) in enumerate(rows):
+        for c in range(count):
+            image = maps[key][c]
+            image = image.mean(dim=0) if key == "input" else image
+            axes[r][c].imshow(image.detach().cpu().numpy(), cmap="gray" if key == "input" else "inferno")
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=7)
+    fig.suptitle("Where each model looks (class: the teacher's prediction)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_cost(cost: dict[str, Any], path: Path) -> Path:
+    """Parameters, size on disk and median latency per batch size, teacher vs student (log scales)."""
+    import numpy as np
+
+    fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 3]})
+    names = [n for n in ("teacher", "student") if n in cost]
+    colors = {"teacher": "#555555", "student": "#2a6fb0"}
+    x = np.arange(2)
+    for i, name in enumerate(names):
+        values = [cost[name]["params"], cost[name]["size_bytes"] / 1024]
+        bars = size_ax.bar(x + (i - 0.5) * 0.38, values, 0.38, color=colors[name], label=name)
+        size_ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7, padding=2)
+    size_ax.set_xticks(x, ["parameters", "size on disk (KiB)"])
+    size_ax.set_yscale("log")
+    size_ax.set_title("Size", fontsize=10)
+    size_ax.legend(fontsize=7)
+    for name in names:
+        lat = cost[name]["latency"]
+        sizes = [a["batch_size"] for a in lat]
+        lat_ax.errorbar(sizes, [a["p50_ms"] for a in lat],
+                        yerr=[[0] * len(lat), [a["p95_ms"] - a["p50_ms"] for a in lat]], marker="o", capsize=3,
+                        color=colors[name], label=f"{name} (p50, bar to p95)")
+    lat_ax.set_xscale("log")
+    lat_ax.set_yscale("log")
+    lat_ax.set_xlabel("batch size")
+    lat_ax.set_ylabel("latency per batch (ms)")
+    speed = ", ".join(f"{k}: {v:.1f}x" for k, v in cost.get("speedup", {}).items() if v)
+    lat_ax.set_title(f"Latency ({cost['threads']} thread(s)); speed-up {speed}", fontsize=9)
+    lat_ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,228 @@
+"""What the report says, as a list of sections of blocks; `markdown.py` and `html.py` only render them.
+
+Blocks: ("p", text) a paragraph (inline `code` allowed), ("table", header, rows, align) with align a string of
+'l'/'r' per column, ("img", relative path, caption).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Block = tuple
+Section = tuple[str, list[Block]]
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.3f} ms" if x < 10 else f"{x:.1f} ms"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1024**2 else f"{n / 1024**2:,.2f} MiB"
+
+
+def summary_sections(report: dict[str, Any]) -> list[Section]:
+    data, teacher, student = report["data"], report["teacher"], report["student"]
+    scratch = report.get("scratch")
+    n_seeds = len(report["seeds"])
+    intro = (
+        f"Data: `{data['source']}`: {data['train']} training samples ({data['student_labelled']} labelled for the "
+        f"student, {data['student_train']} inputs it trains on), {data['val']} validation, {data['test']} test, "
+        f"{data['num_classes']} classes. Losses: "
+        + ", ".join(f"`{t['name']}` x{t['weight']:g}" for t in report["losses"]) + f". Seeds: {report['seeds']}."
+    )
+    rows = [["teacher", f"{teacher['params']:,}", pct(teacher["accuracy"]), "-", "-"]]
+    if scratch:
+        rows.append(["scratch student", f"{scratch['params']:,}",
+                     f"{pct(scratch['accuracy'])} ± {pct(scratch['accuracy_std'])}", pct(scratch["agreement"]),
+                     pct(scratch["agreement_lower_95"])])
+    rows.append(["distilled student", f"{student['params']:,}",
+                 f"{pct(student['accuracy'])} ± {pct(student['accuracy_std'])}", pct(student["agreement"]),
+                 pct(student["agreement_lower_95"])])
+    summary: list[Block] = [
+        ("p", intro),
+        ("table", ["model", "params", "test accuracy (mean ± std)", "agreement with teacher", "95% lower bound"],
+         rows, "lrrrr"),
+    ]
+    fidelity: list[Block] = [(
+        "p",
+        f"With 95% confidence, every distilled student here agrees with the teacher's top-1 prediction on at least "
+        f"{pct(student['agreement_lower_95'])} of inputs drawn like the {data['test']} test samples "
+        f"(one-sided exact Clopper-Pearson bound; the weakest of {n_seeds} seed(s)).",
+    )]
+    if scratch:
+        gain = report["kd_gain"]
+        verdict = "helps" if gain > 0 else "does not help"
+        fidelity.append(("p", f"Distillation {verdict} here: {100 * gain:+.2f} accuracy points over the same student "
+                              "trained from scratch with the same optimizer steps, batch size and seeds."))
+    sections: list[Section] = [("Summary", summary), ("Fidelity", fidelity)]
+    if "fidelity" in report:
+        fidelity += _pac_blocks(report)
+        sections += _detail_sections(report)
+    sections.append(("Per seed", _per_seed_blocks(report)))
+    return sections
+
+
+def _pac_blocks(report: dict[str, Any]) -> list[Block]:
+    f, pac = report["fidelity"], report["fidelity"]["pac"]
+    conf = f"{100 * (1 - pac['delta']):g}%"
+    needed = [f"{pac['n_needed_exact_min']:,} with zero disagreements (exact binomial)"]
+    if pac["n_needed_exact_at_observed_rate"] is not None:
+        needed.append(f"{pac['n_needed_exact_at_observed_rate']:,} at the observed disagreement rate (exact binomial)")
+    needed.append(f"{pac['n_needed_hoeffding']:,} to estimate the rate within ±{pac['epsilon']:g} without "
+                  "assumptions (Hoeffding)")
+    return [
+        ("p", f"The sections below evaluate the seed-{report['evaluated_seed']} student, the one with the weakest "
+              f"agreement bound. {f['statement']}"),
+        ("p", f"**PAC check** (epsilon = {pac['epsilon']:g}, delta = {pac['delta']:g}): {pac['verdict']} Samples "
+              f"needed to certify disagreement <= {pac['epsilon']:g} at {conf} confidence: " + "; ".join(needed)
+              + f". This evaluation set has {pac['n']:,}."),
+    ]
+
+
+def _detail_sections(report: dict[str, Any]) -> list[Section]:
+    f = report["fidelity"]
+    out: list[Section] = []
+    topk = ", ".join(f"top-{k}: {pct(v)}" for k, v in f["top_k_overlap"].items())
+    match_rows = [
+        ["top-1 agreement (label loyalty)", f"{pct(f['agreement'])} [{pct(f['agreement_lower'])}, "
+                                            f"{pct(f['agreement_upper'])}]"],
+        ["probability loyalty (1 - sqrt JS, bits)", f"{f['probability_loyalty']:.4f}"],
+        ["KL(teacher ‖ student), nats", f"{f['kl']:.4f}"],
+        ["JS divergence, nats", f"{f['js']:.4f}"],
+        ["top-k overlap", topk],
+    ]
+    blocks: list[Block] = [("table", ["measure", "value"], match_rows, "lr")]
+    blocks.append(("p", "Agreement as a function of the teacher's confidence: disagreements on inputs the teacher "
+                        "is sure about matter more than on ambiguous ones."))
+    blocks.append(("img", "plots/agreement.png", "agreement vs teacher confidence"))
+    out.append(("Distribution match", blocks))
+
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        rows = [[name, pct(a["accuracy"]), f"[{pct(a['accuracy_lower'])}, {pct(a['accuracy_upper'])}]", str(a["n"])]
+                for name, a in (("teacher", acc["teacher"]), ("student", acc["student"]))]
+        blocks = [("table", ["model", "test accuracy", f"{100 * report['confidence']:g}% interval (exact)", "n"],
+                   rows, "lrrr")]
+        if report.get("per_class"):
+            blocks.append(("table", ["class", "n", "teacher accuracy", "student accuracy", "agreement"],
+                           [[str(r["class"]), str(r["n"]), pct(r["teacher_accuracy"]), pct(r["student_accuracy"]),
+                             pct(r["agreement"])] for r in report["per_class"]], "rrrrr"))
+        out.append(("Accuracy and per class", blocks))
+
+    matrix = report["confusion"]["matrix"]
+    cells = sorted(((matrix[i][j], i, j) for i in range(len(matrix)) for j in range(len(matrix)) if i != j and
+                    matrix[i][j]), reverse=True)[:8]
+    blocks = [("p", "Where the student departs from the teacher (rows: teacher prediction, columns: student "
+                    "prediction). " + ("Most frequent disagreements: " + ", ".join(
+                        f"teacher {i} → student {j} ({c}x)" for c, i, j in cells) + "." if cells else
+                        "No disagreements."))]
+    blocks.append(("img", "plots/confusion.png", "teacher vs student confusion and per-class bars"))
+    out.append(("Teacher vs student confusion", blocks))
+
+    if "calibration" in report:
+        cal = report["calibration"]
+        rows = [[name, f"{cal[name]['ece']:.4f}"] for name in ("teacher", "student", "scratch") if name in cal]
+        out.append(("Calibration", [
+            ("p", f"Expected calibration error over {cal['n_bins']} equal-width confidence bins (Guo et al. 2017): "
+                  "0 means confidence matches accuracy."),
+            ("table", ["model", "ECE"], rows, "lr"),
+            ("img", "plots/reliability.png", "reliability diagrams"),
+        ]))
+
+    ex = report["explanations"]
+    if ex.get("available"):
+        cam, sal = ex["gradcam_pp"], ex["saliency"]
+        blocks = []
+        if cam.get("available"):
+            blocks.append(("p", f"Grad-CAM++ (Chattopadhay et al. 2018) on teacher layer `{cam['teacher_layer']}` and "
+                                f"student layer `{cam['student_layer']}`: mean Spearman rank correlation "
+                                f"{_num(cam['rank_correlation'])} ± {_num(cam['rank_correlation_std'])} over "
+                                f"{cam['n_valid']} inputs (1: same ranking of pixels)."))
+        else:
+            layer = f" (teacher layer `{cam['teacher_layer']}`)" if cam.get("teacher_layer") else ""
+            blocks.append(("p", f"Grad-CAM++ is not comparable here: {cam['reason']}. The teacher's map is shown"
+                                f"{layer} where it exists."))
+        blocks.append(("p", f"Gradient saliency (|d score / d input|, class: the teacher's prediction): mean Spearman "
+                            f"rank correlation teacher vs student {_num(sal['rank_correlation'])} ± "
+                            f"{_num(sal['rank_correlation_std'])} over {sal['n_valid']} inputs."))
+        blocks.append(("img", "plots/explanations.png", "explanation maps"))
+        out.append(("Explanations", blocks))
+    else:
+        out.append(("Explanations", [("p", f"Not computed: {ex.get('reason', 'not available')}.")]))
+
+    rob = report["robustness"]
+    if rob.get("available", True) is False:
+        out.append(("Robustness", [("p", f"Not computed: {rob['reason']}.")]))
+        rob = None
+    if rob is not None:
+        out.append(("Robustness", _robustness_blocks(report, rob)))
+    cost = report.get("cost")
+    if cost is not None and cost.get("available", True) is False:
+        out.append(("Cost", [("p", f"Not measured: {cost['reason']}.")]))
+    elif cost is not None:
+        out.append(("Cost", _cost_blocks(cost)))
+    return out
+
+
+def _robustness_blocks(report: dict[str, Any], rob: dict[str, Any]) -> list[Block]:
+    kinds = " and ".join(k.replace("_", " ") for k in rob["perturbation"])
+    rows = [[label, pct(rob[key]["rate"]), f"[{pct(rob[key]['lower'])}, {pct(rob[key]['upper'])}]"]
+            for label, key in (("student vs teacher, clean inputs", "agreement_clean"),
+                               ("student vs teacher, perturbed inputs", "agreement_perturbed"),
+                               ("teacher: perturbed vs clean prediction", "teacher_stability"),
+                               ("student: perturbed vs clean prediction", "student_stability"))]
+    return [
+        ("p", f"Inputs perturbed by {kinds} (noise {rob['noise']:g} x each feature's std; token dropout "
+              f"{rob['token_dropout']:g}; seed {rob['seed']}). Agreement drops by "
+              f"{100 * rob['agreement_drop']:+.2f} points under perturbation."),
+        ("table", ["agreement", "rate", f"{100 * report['confidence']:g}% interval"], rows, "lrr"),
+    ]
+
+
+def _cost_blocks(cost: dict[str, Any]) -> list[Block]:
+    rows = []
+    for name in ("teacher", "student"):
+        c = cost[name]
+        for a in c["latency"]:
+            rows.append([name, f"{c['params']:,}", _size(c["size_bytes"]), str(a["batch_size"]), _ms(a["p50_ms"]),
+                         _ms(a["p95_ms"]), f"{a['throughput']:,.0f}"])
+    speed = ", ".join(f"batch {k}: {v:.1f}x" for k, v in cost["speedup"].items() if v)
+    return [
+        ("p", f"The student has {cost['params_ratio']:.1f}x fewer parameters and {cost['size_ratio']:.1f}x "
+              f"smaller weights (safetensors). Median-latency speed-up: {speed}. Measured on {cost['device']} "
+              f"with {cost['threads']} thread(s); timings vary with load."),
+        ("table", ["model", "params", "size on disk", "batch", "p50", "p95", "rows/s"], rows, "lrrrrrr"),
+        ("img", "plots/cost.png", "cost"),
+    ]
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _per_seed_blocks(report: dict[str, Any]) -> list[Block]:
+    student, scratch = report["student"], report.get("scratch")
+    runs = [("distilled", student)] + ([("scratch", scratch)] if scratch else [])
+    extra = all("kl" in m for _, s in runs for m in s["per_seed"])
+    header = ["seed", "run", "accuracy", "95% interval", "agreement", "95% lower bound"] + (
+        ["KL", "ECE"] if extra else [])
+    rows = []
+    for name, summary in runs:
+        for m in summary["per_seed"]:
+            interval = f"[{pct(m['accuracy_lower'])}, {pct(m['accuracy_upper'])}]"
+            row = [str(m["seed"]), name, pct(m["accuracy"]), interval, pct(m["agreement"]),
+                   pct(m["agreement_lower_95"])]
+            if extra:
+                row += [f"{m['kl']:.4f}", f"{m['ece']:.4f}"]
+            rows.append(row)
+    return [("table", header, rows, "rlrlrr" + ("rr" if extra else ""))]
+
+
+def environment_line(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    return (f"kdforge {env['kdforge']}, torch {env['torch']}, Python {env['python']}, "
+            f"{env['torch_threads']} thread(s), CUDA: {env['cuda']}.")
