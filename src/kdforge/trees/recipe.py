@@ -317,7 +317,8 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
         lower = clopper_pearson_lower(agree, len(x_test), recipe.confidence)
         from kdforge.trees.render import fidelity_statement
 
-        statement_test = fidelity_statement(agree, len(x_test), lower, recipe.confidence, "held-out test inputs")
+        statement_test = fidelity_statement(agree, len(x_test), lower, recipe.confidence, "inputs like the test split",
+                                            "held-out test samples")
         title = f"{recipe.name}: {method}, test fidelity {agree / len(x_test):.3f}"
         est.save(out / method, names, title)
         io.write_text(out / method / "fidelity.txt", f"On fresh {recipe.inputs.sampler} samples: "

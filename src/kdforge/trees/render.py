@@ -125,7 +125,8 @@ def save_png(tree: Tree, classes: np.ndarray, path: str | Path, feature_names: l
     plt.close(fig)
 
 
-def fidelity_statement(agree: int, n: int, lower: float, confidence: float, what: str = "inputs") -> str:
+def fidelity_statement(agree: int, n: int, lower: float, confidence: float, what: str = "inputs",
+                       samples: str = "fresh samples") -> str:
     """'agrees with the teacher on >= X% of inputs with 95% confidence, from N fresh samples (observed Y%)'."""
     return (f"agrees with the teacher on >= {100 * lower:.2f}% of {what} with {100 * confidence:.0f}% confidence, "
-            f"from {n} fresh samples (observed agreement {100 * agree / n:.2f}%)")
+            f"from {n} {samples} (observed agreement {100 * agree / n:.2f}%)")
