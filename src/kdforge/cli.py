@@ -190,6 +190,26 @@ from kdforge.trees.cli import tree_command  # noqa: E402  (issue 10: `kdforge tr
 app.command("tree")(tree_command)
 
 
+@app.command()
+def cache(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file whose teacher has weights.")],
+    cache_dir: Annotated[Path | None, typer.Option("--dir", help="Store folder (default: teacher.cache.dir).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild a store built for another teacher or data.")] = False,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the teacher once over the recipe's data and store its outputs (resumes an interrupted build)."""
+    from kdforge.cache.build import cache_recipe
+    from kdforge.recipe import load_recipe
+
+    _setup(threads, quiet)
+    info = cache_recipe(load_recipe(recipe, overrides=list(overrides or [])), cache_dir, overwrite=overwrite)
+    rows = ", ".join(f"{name} {n}" for name, n in info.rows.items())
+    out.print(f"teacher cache {info.status}: {info.directory}  ({rows} rows, {info.bytes / 2**20:.2f} MiB)",
+              markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2."""
     try:

@@ -116,10 +116,25 @@ def _model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: s
     return model, spec.model, args
 
 
-def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool) -> nn.Module:
+def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool,
+                   build_cache: bool = True) -> nn.Module:
     """Load the teacher, train it first (cross-entropy on all labelled training data), or assemble an
-    ensemble of such teachers, as the recipe says."""
-    return _obtain(recipe.teacher, recipe, data, out_dir / "teacher", resume, "recipe.teacher")
+    ensemble of such teachers, as the recipe says.
+
+    With `teacher.cache`, the teacher's outputs are stored once (or an existing store is checked against it);
+    a recipe that gives only the cache gets the store's replay of val/test outputs (docs/cache.md).
+    """
+    spec = recipe.teacher
+    if spec.cache is not None and spec.model is None and spec.path is None and spec.members is None:
+        from kdforge.cache.build import replay_teacher
+
+        return replay_teacher(recipe, data)
+    teacher = _obtain(spec, recipe, data, out_dir / "teacher", resume, "recipe.teacher")
+    if spec.cache is not None and build_cache:
+        from kdforge.cache.build import ensure_cache
+
+        ensure_cache(recipe, data, teacher)
+    return teacher
 
 
 def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, resume: bool,
@@ -171,8 +186,13 @@ def save_summary(summary: TrainSummary, folder: Path) -> None:
         io.save_tensors(folder / "last.safetensors", student)
 
 
-def make_teacher_source(recipe: Recipe, teacher: nn.Module) -> TeacherSource:
-    """What the student's loss reads teacher outputs from during training."""
+def make_teacher_source(recipe: Recipe, teacher: nn.Module, data: DataBundle | None = None) -> TeacherSource:
+    """What the student's loss reads teacher outputs from during training: the store when the recipe names
+    `teacher.cache` (checked against this teacher, and `data` when given), else the teacher run online."""
+    if recipe.teacher.cache is not None:
+        from kdforge.cache.build import cached_teacher
+
+        return cached_teacher(recipe, teacher, data)
     return OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher)
 
 
