@@ -106,3 +106,18 @@ def test_continuous_inputs_get_threshold_literals():
                                random_state=0).fit(X)
         assert est.fidelity_ > 0.93, literals
     assert est.fidelity_ > 0.98  # sensitivity finds the teacher's own thresholds
+
+
+def test_multiclass_teacher():
+    def teacher(A):  # three classes from two bits: (x0 > 0) + (x0 > 0 and x1 > 0)
+        cls = (A[:, 0] > 0).astype(int) + ((A[:, 0] > 0) & (A[:, 1] > 0))
+        return np.eye(3)[cls]
+
+    def phi(A):
+        return np.c_[A, (A[:, 0] > 0) & (A[:, 1] > 0)]
+
+    est = LRHTreeDistiller(teacher, representation=phi, sampler=CubeSampler(6), max_depth=2, n_fidelity=1000,
+                           random_state=0).fit()
+    assert list(est.classes_) == [0, 1, 2]
+    assert est.fidelity_ == 1.0 and est.tree_.n_leaves == 3
+    assert est.predict_proba(all_inputs(6)).shape == (64, 3)

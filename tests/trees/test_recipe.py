@@ -85,3 +85,17 @@ def test_cli_exits_2_with_one_line_on_user_errors(tmp_path, capsys):
         main(["tree", str(tmp_path / "missing.yaml")])
     assert exc.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_runs_a_recipe_and_prints_the_fidelity_statement(tmp_path, capsys):
+    from kdforge.cli import main
+
+    args = ["tree", str(RECIPE), "--out", str(tmp_path / "cli")]
+    for override in SMALL:
+        args += ["--set", override]
+    with pytest.raises(SystemExit) as exc:  # typer exits 0 on success
+        main(args)
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    assert "agrees with the teacher on >=" in printed and "held-out test samples" in printed
+    assert (tmp_path / "cli" / "report.md").is_file()
