@@ -11,6 +11,7 @@ from kdforge.trees.literals import Literals, choose_literals
 from kdforge.trees.lrh import LRHTreeDistiller
 from kdforge.trees.munge import MungeSampler, munge
 from kdforge.trees.probes import RidgeProbes
+from kdforge.trees.recipe import load_tree_recipe, run_tree_recipe
 from kdforge.trees.soft_tree import SoftDecisionTree
 from kdforge.trees.surrogate import SurrogateTree
 from kdforge.trees.synthetic import CubeSampler, PlantedTree, random_tree
@@ -20,5 +21,6 @@ from kdforge.trees.trepan import TrepanTree
 
 __all__ = [
     "CubeSampler", "LRHTreeDistiller", "Literals", "MungeSampler", "PlantedTree", "RidgeProbes", "SoftDecisionTree",
-    "SurrogateTree", "Tree", "TrepanTree", "choose_literals", "munge", "random_tree", "train_mlp", "tree_dp",
+    "SurrogateTree", "Tree", "TrepanTree", "choose_literals", "load_tree_recipe", "munge", "random_tree",
+    "run_tree_recipe", "train_mlp", "tree_dp",
 ]

@@ -118,17 +118,24 @@ class TeacherTreeMixin(ClassifierMixin):
         agree = int(round(self.fidelity_ * self.n_fidelity_))
         return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence)
 
+    def _names(self, feature_names: list[str] | None) -> list[str] | None:
+        """Given names, else the column names of a DataFrame X seen in fit, else None (x[j])."""
+        if feature_names is not None:
+            return list(feature_names)
+        names = getattr(self, "feature_names_in_", None)
+        return [str(n) for n in names] if names is not None else None
+
     def export_text(self, feature_names: list[str] | None = None) -> str:
         check_is_fitted(self, "tree_")
-        return render.export_text(self.tree_, self.classes_, feature_names)
+        return render.export_text(self.tree_, self.classes_, self._names(feature_names))
 
     def export_rules(self, feature_names: list[str] | None = None) -> list[str]:
         check_is_fitted(self, "tree_")
-        return render.export_rules(self.tree_, self.classes_, feature_names)
+        return render.export_rules(self.tree_, self.classes_, self._names(feature_names))
 
     def to_dict(self, feature_names: list[str] | None = None) -> dict[str, Any]:
         check_is_fitted(self, "tree_")
-        out = render.to_dict(self.tree_, self.classes_, feature_names)
+        out = render.to_dict(self.tree_, self.classes_, self._names(feature_names))
         out["fidelity"] = {"observed": self.fidelity_, "lower_bound": self.fidelity_lower_,
                            "confidence": self.confidence, "n_fresh_samples": self.n_fidelity_}
         return out
@@ -139,7 +146,7 @@ class TeacherTreeMixin(ClassifierMixin):
         write_text(folder / "tree.txt", self.export_text(feature_names) + "\n" +
                    "\n".join(self.export_rules(feature_names)) + "\n")
         write_json(folder / "tree.json", self.to_dict(feature_names))
-        render.save_png(self.tree_, self.classes_, folder / "tree.png", feature_names, title)
+        render.save_png(self.tree_, self.classes_, folder / "tree.png", self._names(feature_names), title)
         write_text(folder / "fidelity.txt", self.fidelity_statement() + "\n")
 
     @property
