@@ -185,6 +185,119 @@ def inspect(
     out.print(table)
 
 
+EpsilonOpt = Annotated[float, typer.Option(help="Disagreement rate to certify (PAC epsilon).")]
+DeltaOpt = Annotated[float, typer.Option(help="One minus the confidence of that certificate (PAC delta).")]
+
+
+def _print_evaluation(result: dict) -> None:
+    f, pac = result["fidelity"], result["fidelity"]["pac"]
+    table = Table(title=f"kdforge eval  (n={f['n']})")
+    table.add_column("measure", no_wrap=True)
+    table.add_column("value", justify="right")
+    table.add_row("top-1 agreement", f"{f['agreement']:.2%} [{f['agreement_lower']:.2%}, {f['agreement_upper']:.2%}]")
+    table.add_row("95% lower bound (one-sided)", f"{f['agreement_lower_95']:.2%}")
+    table.add_row("KL(teacher || student) / JS", f"{f['kl']:.4f} / {f['js']:.4f} nats")
+    table.add_row("probability loyalty", f"{f['probability_loyalty']:.4f}")
+    table.add_row("top-k overlap", ", ".join(f"k={k}: {v:.2%}" for k, v in f["top_k_overlap"].items()))
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        table.add_row("accuracy teacher / student",
+                      f"{acc['teacher']['accuracy']:.2%} / {acc['student']['accuracy']:.2%}")
+        cal = result["calibration"]
+        table.add_row("ECE teacher / student", f"{cal['teacher']['ece']:.4f} / {cal['student']['ece']:.4f}")
+    rob = result["robustness"]
+    if rob.get("available", True):
+        table.add_row("agreement under perturbation", f"{rob['agreement_perturbed']['rate']:.2%}")
+    cost = result.get("cost", {})
+    if cost.get("speedup"):
+        table.add_row("median-latency speed-up", ", ".join(f"b={k}: {v:.1f}x" for k, v in cost["speedup"].items()))
+    out.print(table)
+    out.print(f"PAC (epsilon={pac['epsilon']:g}, delta={pac['delta']:g}): {pac['verdict']} Needed: "
+              f"{pac['n_needed_exact_min']:,} (exact, no disagreement), {pac['n_needed_hoeffding']:,} (Hoeffding); "
+              f"this set has {pac['n']:,}.", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path | None, typer.Argument(help="Run folder (or give --teacher, --student, --data).")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Saved teacher model folder.")] = None,
+    student: Annotated[Path | None, typer.Option(help="Saved student model folder.")] = None,
+    data: Annotated[str | None, typer.Option(help="Data source for --teacher/--student, e.g. sklearn:digits.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data: test, val or train.")] = "test",
+    seed: Annotated[int | None, typer.Option(help="Seed of the run's student (default: the report's).")] = None,
+    epsilon: EpsilonOpt = 0.01,
+    delta: DeltaOpt = 0.05,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the full evaluation here.")] = None,
+    cost: Annotated[bool, typer.Option(help="Measure parameters, size and latency.")] = True,
+    require_certified: Annotated[bool, typer.Option(help="Exit 1 unless disagreement <= epsilon is certified.")] \
+        = False,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate how closely a student imitates its teacher, and whether the set certifies (epsilon, delta)."""
+    from kdforge import io
+    from kdforge.evaluate import EvalOptions
+    from kdforge.report.run import evaluate_folders, evaluate_run
+
+    _setup(threads, quiet)
+    opts = EvalOptions(epsilon=epsilon, delta=delta)
+    if run_dir is not None:
+        if teacher or student or data:
+            raise KDForgeError("eval: give either RUN_DIR or --teacher/--student/--data, not both.")
+        result = evaluate_run(run_dir, seed, opts, measure_cost=cost)
+    elif teacher and student and data:
+        result = evaluate_folders(teacher, student, data, split, opts, measure_cost=cost)
+    else:
+        raise KDForgeError("eval: give a run folder (kdforge eval runs/demo), or all of --teacher DIR, "
+                           "--student DIR and --data SOURCE.")
+    _print_evaluation(result)
+    if json_path is not None:
+        io.write_json(json_path, result)
+        out.print(f"Evaluation: {json_path}", markup=False, highlight=False)
+    if require_certified and not result["fidelity"]["pac"]["certified"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder kdforge distill wrote.")],
+    recipe_dir: Annotated[Path | None, typer.Option(help="Folder of the original recipe (for py: models).")] = None,
+    epsilon: EpsilonOpt = 0.01,
+    delta: DeltaOpt = 0.05,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rebuild report.json, report.md, report.html and plots of a finished run from its saved models."""
+    from kdforge.evaluate import EvalOptions
+    from kdforge.report.run import open_run, regenerate_report
+
+    _setup(threads, quiet)
+    confidence = open_run(run_dir, recipe_dir).recipe.eval.confidence
+    result = regenerate_report(run_dir, recipe_dir, EvalOptions(confidence=confidence, epsilon=epsilon, delta=delta))
+    _print_summary(result, run_dir)
+    out.print(f"PAC: {result['fidelity']['pac']['verdict']}  (also {run_dir / 'report.html'})", markup=False,
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder kdforge distill wrote.")],
+    fmt: Annotated[str, typer.Option("--format", help="safetensors, or onnx (needs kdforge[onnx]).")] = "safetensors",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder (default: RUN_DIR/export/FORMAT).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the student (default: the report's).")] = None,
+    scratch: Annotated[bool, typer.Option(help="Export the from-scratch baseline instead.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Export the student alone (no teacher, adapters or loss parts), checked against PyTorch on test inputs."""
+    from kdforge.export import export_student
+
+    result = export_student(run_dir, fmt, out_dir, seed, "scratch" if scratch else "student", overwrite)
+    out.print(f"Exported {result.info['source']['kind']} of seed {result.info['source']['seed']} as {fmt}: "
+              f"{result.out_dir}  ({', '.join(result.files)}); check: {result.info['check']}, max |diff| "
+              f"{result.max_abs_diff:.2g} on {result.info['check_rows']} test rows.", markup=False, highlight=False,
+              soft_wrap=True)
+
+
 from kdforge.trees.cli import tree_command  # noqa: E402  (issue 10: `kdforge tree RECIPE`)
 
 app.command("tree")(tree_command)

@@ -4,8 +4,9 @@ full fidelity evaluation behind `kdforge eval` and the report (`evaluate_pair`).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from kdforge.metrics import (
     js_divergence,
     kl_to_teacher,
     label_loyalty,
-    measure_latency,
+    measure_latencies,
     pac_assessment,
     parameter_count,
     per_class_agreement,
@@ -259,18 +260,26 @@ def robustness_section(teacher: nn.Module, student: nn.Module, data: TensorData,
 
 def cost_section(models: dict[str, tuple[nn.Module, list[str]]], data: TensorData,
                  opts: EvalOptions) -> dict[str, Any]:
-    """Parameters, safetensors size and latency/throughput of each model, and the student's speed-up."""
-    out: dict[str, Any] = {"threads": torch.get_num_threads(), "device": "cpu"}
-    for name, (model, inputs) in models.items():
-        device = next(model.parameters()).device
-        out["device"] = str(device)
-        latency = []
-        with _eval_mode(model):
-            for bs in opts.latency_batch_sizes:
+    """Parameters, safetensors size and latency/throughput of each model, and the student's speed-up.
+
+    The models are timed interleaved on the same rows at each batch size, so background load affects them alike.
+    """
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "device": "cpu",
+                           "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    for name, (model, _) in models.items():
+        out["device"] = str(next(model.parameters()).device)
+        out[name] = {"params": parameter_count(model), "size_bytes": weights_size_bytes(model), "latency": []}
+    with ExitStack() as stack:
+        for model, _ in models.values():
+            stack.enter_context(_eval_mode(model))
+        for bs in opts.latency_batch_sizes:
+            calls = {}
+            for name, (model, inputs) in models.items():
+                device = next(model.parameters()).device
                 batch = {k: v.to(device) for k, v in data[torch.arange(bs) % len(data)].items()}
-                latency.append(measure_latency(lambda m=model, b=batch, i=inputs: call_model(m, b, i), bs,
-                                               opts.latency_repeats, opts.latency_warmup))
-        out[name] = {"params": parameter_count(model), "size_bytes": weights_size_bytes(model), "latency": latency}
+                calls[name] = lambda m=model, b=batch, i=inputs: call_model(m, b, i)
+            for name, stats in measure_latencies(calls, bs, opts.latency_repeats, opts.latency_warmup).items():
+                out[name]["latency"].append(stats)
     if "teacher" in out and "student" in out:
         t, s = out["teacher"], out["student"]
         out["params_ratio"] = t["params"] / max(s["params"], 1)

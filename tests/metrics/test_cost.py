@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from kdforge.metrics import latency_stats, measure_latency, parameter_count, weights_size_bytes
+from kdforge.metrics import latency_stats, measure_latencies, measure_latency, parameter_count, weights_size_bytes
 
 
 def test_parameter_count_and_size_on_disk(tmp_path):
@@ -59,3 +59,24 @@ def test_measure_latency_runs_a_model_and_rejects_zero_repeats():
     assert stats["p50_ms"] >= 0 and stats["batch_size"] == 4
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(lambda: None, batch_size=1, repeats=0)
+
+
+def test_measure_latencies_interleaves_models():
+    order = []
+    now = [0.0]
+
+    def timer():
+        return now[0]
+
+    def make(name, duration):
+        def call():
+            order.append(name)
+            now[0] += duration
+        return call
+
+    stats = measure_latencies({"teacher": make("t", 0.010), "student": make("s", 0.001)}, batch_size=2, repeats=3,
+                              warmup=1, timer=timer)
+    assert order == ["t", "s"] * 4  # one warm-up round, then alternating timed calls
+    assert stats["teacher"]["p50_ms"] == pytest.approx(10.0)
+    assert stats["student"]["p50_ms"] == pytest.approx(1.0)
+    assert stats["student"]["throughput"] == pytest.approx(2000.0)

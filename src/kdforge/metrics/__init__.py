@@ -6,7 +6,13 @@ from kdforge.metrics.calibration import (
     expected_calibration_error,
     reliability_bins,
 )
-from kdforge.metrics.cost import latency_stats, measure_latency, parameter_count, weights_size_bytes
+from kdforge.metrics.cost import (
+    latency_stats,
+    measure_latencies,
+    measure_latency,
+    parameter_count,
+    weights_size_bytes,
+)
 from kdforge.metrics.explain import find_spatial_layer, gradcam_plus_plus, gradient_saliency, rank_correlation
 from kdforge.metrics.fidelity import (
     clopper_pearson,
@@ -33,7 +39,7 @@ __all__ = [
     "accuracy", "agreement_by_confidence", "binned_hits", "clopper_pearson", "clopper_pearson_lower",
     "disagreement_upper_bound", "exact_sample_size", "expected_calibration_error", "find_spatial_layer",
     "gradcam_plus_plus", "gradient_saliency", "hoeffding_sample_size", "js_divergence", "kl_to_teacher",
-    "label_loyalty", "latency_stats", "measure_latency", "pac_assessment", "parameter_count", "per_class_agreement",
-    "perturb", "prediction_confusion", "probability_loyalty", "rank_correlation", "reliability_bins",
-    "robustness_summary", "top1_agreement", "top_k_overlap", "weights_size_bytes",
+    "label_loyalty", "latency_stats", "measure_latencies", "measure_latency", "pac_assessment", "parameter_count",
+    "per_class_agreement", "perturb", "prediction_confusion", "probability_loyalty", "rank_correlation",
+    "reliability_bins", "robustness_summary", "top1_agreement", "top_k_overlap", "weights_size_bytes",
 ]

@@ -59,3 +59,26 @@ def measure_latency(call: Callable[[], Any], batch_size: int, repeats: int = 30,
         call()
         seconds.append(timer() - start)
     return latency_stats(seconds, batch_size)
+
+
+@torch.no_grad()
+def measure_latencies(calls: dict[str, Callable[[], Any]], batch_size: int, repeats: int = 30, warmup: int = 3,
+                      timer: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
+    """Time several models on the same batch size, interleaved (a, b, a, b, ...), so that a burst of load from
+    other processes slows all of them alike and their ratio (the speed-up) stays fair.
+
+    Returns:
+        `latency_stats` per name.
+    """
+    if repeats < 1:
+        raise ValueError(f"The 'repeats' parameter of measure_latencies must be >= 1. Got {repeats!r} instead.")
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = timer()
+            call()
+            seconds[name].append(timer() - start)
+    return {name: latency_stats(values, batch_size) for name, values in seconds.items()}

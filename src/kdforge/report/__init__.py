@@ -176,8 +176,7 @@ def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, studen
     if scratch and seed in scratch and "calibration" in sections:
         sections["calibration"]["scratch"] = calibration_section(labels, {"scratch": scratch_logits[seed]},
                                                                  opts.n_bins)["scratch"]
-    options = asdict(opts)
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
     return {
         "seed": seed,
         "options": options,

@@ -191,10 +191,11 @@ def _cost_blocks(cost: dict[str, Any]) -> list[Block]:
             rows.append([name, f"{c['params']:,}", _size(c["size_bytes"]), str(a["batch_size"]), _ms(a["p50_ms"]),
                          _ms(a["p95_ms"]), f"{a['throughput']:,.0f}"])
     speed = ", ".join(f"batch {k}: {v:.1f}x" for k, v in cost["speedup"].items() if v)
+    load = f" at load average {cost['load_average']:.1f}" if cost.get("load_average") is not None else ""
     return [
         ("p", f"The student has {cost['params_ratio']:.1f}x fewer parameters and {cost['size_ratio']:.1f}x "
               f"smaller weights (safetensors). Median-latency speed-up: {speed}. Measured on {cost['device']} "
-              f"with {cost['threads']} thread(s); timings vary with load."),
+              f"with {cost['threads']} thread(s){load}, teacher and student interleaved; timings vary with load."),
         ("table", ["model", "params", "size on disk", "batch", "p50", "p95", "rows/s"], rows, "lrrrrrr"),
         ("img", "plots/cost.png", "cost"),
     ]

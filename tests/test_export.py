@@ -1,0 +1,101 @@
+"""kdforge export: the student alone, rebuildable, and checked (safetensors reload; ONNX via onnxruntime)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdforge.cli import main
+from kdforge.errors import KDForgeError
+from kdforge.export import export_model, export_student
+from kdforge.models import build_model, load_saved_model, save_model
+from kdforge.models.builtin import ConvNet
+from kdforge.pipeline import run_recipe
+from kdforge.recipe import recipe_from_dict
+
+RECIPE = {
+    "name": "tiny-export",
+    "seeds": [0, 1],
+    "data": {"source": "sklearn:iris", "test_size": 0.3, "val_size": 0.2},
+    "teacher": {"model": "builtin:mlp", "args": {"hidden": [16]},
+                "train": {"epochs": 2, "lr": 0.01, "batch_size": 16, "progress": False}},
+    "student": {"model": "builtin:mlp", "args": {"hidden": [4]}},
+    "losses": [{"name": "kd", "weight": 1.0, "temperature": 2.0}],
+    "train": {"epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False},
+    "baseline": False,
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    run_recipe(recipe_from_dict(json.loads(json.dumps(RECIPE))), out_dir=out)
+    return out
+
+
+def test_safetensors_export_is_the_student_alone_and_reloads(run_dir, tmp_path):
+    result = export_student(run_dir, "safetensors", tmp_path / "st", seed=1)
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["export.json", "model.json", "model.safetensors"]
+    original, _ = load_saved_model(run_dir / "seed-1" / "student", "original")
+    exported, meta = load_saved_model(tmp_path / "st", "exported")
+    assert set(load_file(str(tmp_path / "st" / "model.safetensors"))) == set(original.state_dict())
+    x = torch.randn(7, 4)
+    assert torch.equal(original.eval()(x), exported.eval()(x))
+    info = json.loads((tmp_path / "st" / "export.json").read_text())
+    assert info["source"]["seed"] == 1 and info["max_abs_diff"] == 0.0 and result.max_abs_diff == 0.0
+    assert info["outputs"]["logits"]["shape"] == ["batch", 3] and meta["model"] == "builtin:mlp"
+
+
+def test_default_seed_is_the_reports_and_default_folder(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    result = export_student(run_dir, overwrite=True)
+    assert result.out_dir == run_dir / "export" / "safetensors"
+    assert result.info["source"]["seed"] == report["evaluated_seed"]
+
+
+def test_refuses_to_overwrite_and_bad_arguments(run_dir, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("keep")
+    with pytest.raises(KDForgeError, match="is not empty. Pass --overwrite"):
+        export_student(run_dir, "safetensors", tmp_path / "busy")
+    with pytest.raises(KDForgeError, match="--format 'tflite': choose one of safetensors, onnx"):
+        export_student(run_dir, "tflite", tmp_path / "f")
+    with pytest.raises(KDForgeError, match="--seed 7: this run has seeds"):
+        export_student(run_dir, "safetensors", tmp_path / "s", seed=7)
+    with pytest.raises(SystemExit) as info:
+        main(["export", str(tmp_path / "nothing-here")])
+    assert info.value.code == 2
+
+
+def test_onnx_missing_gives_an_install_hint(run_dir, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(KDForgeError, match=r"pip install 'kdforge\[onnx\]'"):
+        export_student(run_dir, "onnx", tmp_path / "o")
+
+
+def test_onnx_export_matches_pytorch_on_new_batch_sizes(run_dir, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'kdforge[onnx]'")
+    result = export_student(run_dir, "onnx", tmp_path / "onnx", seed=0)
+    assert result.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    student, _ = load_saved_model(run_dir / "seed-0" / "student", "student")
+    for batch in (1, 13):  # the batch axis is dynamic
+        x = torch.randn(batch, 4)
+        got = session.run(["logits"], {"x": x.numpy()})[0]
+        assert torch.allclose(torch.from_numpy(got), student.eval()(x).detach(), atol=1e-5)
+
+
+def test_onnx_export_of_a_cnn_with_batchnorm(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'kdforge[onnx]'")
+    model, args = build_model("builtin:cnn", {"input_shape": [1, 8, 8], "num_classes": 4, "channels": [4, 8]},
+                              None, "test")
+    assert isinstance(model, ConvNet)
+    model.train()
+    model(torch.randn(16, 1, 8, 8))  # move the batch-norm statistics away from their initial values
+    save_model(model, tmp_path / "saved", "builtin:cnn", args, ["x"])
+    loaded, meta = load_saved_model(tmp_path / "saved", "saved")
+    result = export_model(loaded, meta, {"x": torch.rand(9, 1, 8, 8)}, tmp_path / "out", "onnx")
+    assert result.max_abs_diff < 1e-4 and result.info["check_rows"] == 9
