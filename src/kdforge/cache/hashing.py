@@ -16,9 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-HASH_VERSION = "rowhash-v1"
-_PRIME = (1 << 31) - 1  # Mersenne prime: products of two residues fit in int64
-_WEIGHTS: dict[tuple[int, int, str], Tensor] = {}
+HASH_VERSION = "rowhash-v2"
+_PRIME = (1 << 31) - 1
+_WEIGHT_BITS = 21
+# |16-bit word| * weight < 2^15 * 2^21, so a sum of up to 2^16 of them stays below 2^53: float64 holds every
+# partial sum exactly, whatever order a matrix multiply adds them in (the hash is the same on any device).
+_CHUNK = 1 << 16
+_WEIGHTS: dict[tuple[int, str], Tensor] = {}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -30,37 +34,41 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _weights(width: int, salt: int, device: torch.device) -> Tensor:
-    key = (width, salt, str(device))
+def _weights(width: int, device: torch.device) -> Tensor:
+    """(width, 2) float64 integer weights in [1, 2^21): two independent linear hashes."""
+    key = (width, str(device))
     if key not in _WEIGHTS:
-        raw = _splitmix64(np.arange(width, dtype=np.uint64) + np.uint64(salt << 40))
-        values = (raw % np.uint64(_PRIME - 1)).astype(np.int64) + 1
+        raw = _splitmix64(np.arange(2 * width, dtype=np.uint64)) >> np.uint64(64 - _WEIGHT_BITS)
+        values = raw.astype(np.float64).reshape(width, 2) + 1.0
         _WEIGHTS[key] = torch.from_numpy(values).to(device)
     return _WEIGHTS[key]
 
 
 def _as_words(t: Tensor) -> Tensor:
-    """(B, ...) any dtype -> (B, W) int64 holding the raw bits as non-negative 16/32-bit words."""
+    """(B, ...) any dtype -> (B, W) float64 holding the raw bits as signed 16-bit words (bytes for 1-byte
+    dtypes); integers, so float64 arithmetic on them is exact."""
     flat = t.detach().reshape(len(t), -1)
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    size = flat.element_size()
-    if size >= 4:
-        words = flat.contiguous().view(torch.int32).long() & 0xFFFFFFFF
-    elif size == 2:
-        words = flat.contiguous().view(torch.int16).long() & 0xFFFF
-    else:
-        words = flat.contiguous().view(torch.uint8).long()
-    return words
+    if flat.element_size() == 1:
+        return flat.contiguous().view(torch.uint8).double()
+    return flat.contiguous().view(torch.int16).double()
 
 
 def row_hashes(batch: Mapping[str, Tensor], keys: Sequence[str]) -> Tensor:
-    """(B,) int64 hash of each row's content over the named input keys (in that order)."""
-    words = torch.cat([_as_words(batch[key]) for key in keys], dim=1) % _PRIME
-    width = words.shape[1]
-    high = (words * _weights(width, 1, words.device)).remainder_(_PRIME).sum(1).remainder_(_PRIME)
-    low = (words * _weights(width, 2, words.device)).remainder_(_PRIME).sum(1).remainder_(_PRIME)
-    return high * _PRIME + low
+    """(B,) int64 hash (62 bits) of each row's content over the named input keys (in that order).
+
+    Two linear hashes of the row's 16-bit words with fixed pseudo-random weights, computed as one exact
+    float64 matrix product and reduced modulo 2^31 - 1: a few tensor ops per batch, on the batch's device.
+    """
+    parts = [_as_words(batch[key]) for key in keys]
+    words = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    weights = _weights(words.shape[1], words.device)
+    sums = None
+    for start in range(0, words.shape[1], _CHUNK):  # one product for rows of up to 64k words (128 KiB)
+        part = (words[:, start:start + _CHUNK] @ weights[start:start + _CHUNK]).long() % _PRIME
+        sums = part if sums is None else (sums + part) % _PRIME
+    return sums[:, 0] * _PRIME + sums[:, 1]
 
 
 def data_fingerprint(splits: Mapping[str, tuple[Tensor, Tensor]], keys: Sequence[str]) -> str:
