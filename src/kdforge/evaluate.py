@@ -137,6 +137,25 @@ class EvalOptions:
             raise KDForgeError("n_bins, latency_repeats and every latency batch size must be >= 1.")
 
 
+MAX_CLASSES_CONFUSION = 50  # the K x K teacher-vs-student matrix is left out above this many classes
+MAX_CLASSES_PER_CLASS = 200  # and the per-class table above this many
+
+
+def positions(data: TensorData) -> Callable[[Tensor], Tensor]:
+    """How rows are compared: (N, K) logits as they are; (N, T, V) sequence logits (and (N, T) labels) flattened
+    to one row per position, keeping only positions where `attention_mask` is 1 when the data has one."""
+    mask = data.tensors.get("attention_mask")
+
+    def flat(tensor: Tensor) -> Tensor:
+        if tensor.dim() == 3 or (tensor.dim() == 2 and not tensor.is_floating_point()):
+            if mask is not None and mask.shape == tensor.shape[:2]:
+                return tensor[mask.bool()]
+            return tensor.flatten(0, 1)
+        return tensor
+
+    return flat
+
+
 @dataclass
 class PairEvaluation:
     """The sections of the report for one teacher-student pair, plus what the plots need."""
@@ -246,8 +265,13 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def robustness_section(teacher: nn.Module, student: nn.Module, data: TensorData, teacher_inputs: list[str],
                        student_inputs: list[str], teacher_logits: Tensor, student_logits: Tensor,
-                       opts: EvalOptions, batch_size: int = 512) -> dict[str, Any]:
-    """Agreement and each model's stability when the inputs are slightly perturbed (noise or token dropout)."""
+                       opts: EvalOptions, batch_size: int = 512,
+                       flat: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
+    """Agreement and each model's stability when the inputs are slightly perturbed (noise or token dropout).
+
+    `flat` maps (N, T, V) sequence logits to the (rows, V) positions compared (see `positions`).
+    """
+    flat = flat or positions(data)
     keys = sorted(set(teacher_inputs) | set(student_inputs))
     noisy = TensorData(perturb(data.tensors, keys, noise=opts.noise, token_dropout=opts.token_dropout,
                                seed=opts.seed), name=f"{data.name} (perturbed)")
@@ -255,7 +279,8 @@ def robustness_section(teacher: nn.Module, student: nn.Module, data: TensorData,
     s_noisy = predict_logits(student, noisy, student_inputs, batch_size)
     kinds = sorted({"gaussian_noise" if data.tensors[k].is_floating_point() else "token_dropout" for k in keys})
     return {"perturbation": kinds, "noise": opts.noise, "token_dropout": opts.token_dropout, "seed": opts.seed,
-            **robustness_summary(teacher_logits, t_noisy, student_logits, s_noisy, opts.confidence)}
+            **robustness_summary(flat(teacher_logits), flat(t_noisy), flat(student_logits), flat(s_noisy),
+                                 opts.confidence)}
 
 
 def cost_section(models: dict[str, tuple[nn.Module, list[str]]], data: TensorData,
@@ -322,25 +347,30 @@ def evaluate_pair(teacher: nn.Module, student: nn.Module, data: TensorData, teac
         student_logits = predict_logits(student, data, student_inputs, batch_size)
     check_same_shape(teacher_logits, student_logits, what="evaluate: teacher and student logits",
                      hint="The student must predict the same classes as the teacher.")
-    labels = data.tensors["labels"]
-    sections: dict[str, Any] = {"fidelity": fidelity_section(teacher_logits, student_logits, opts)}
-    has_labels = bool((labels != IGNORE_INDEX).any())
-    if has_labels:
-        sections["accuracy"] = {"teacher": accuracy_summary(labels, teacher_logits, opts.confidence),
-                                "student": accuracy_summary(labels, student_logits, opts.confidence)}
-        sections["per_class"] = per_class_agreement(labels, teacher_logits, student_logits, num_classes)
-        sections["calibration"] = calibration_section(labels, {"teacher": teacher_logits,
-                                                               "student": student_logits}, opts.n_bins)
-    sections["confusion"] = {"rows": "teacher prediction", "columns": "student prediction",
-                             "matrix": prediction_confusion(teacher_logits, student_logits)}
-    sections["agreement_by_confidence"] = agreement_by_confidence(teacher_logits, student_logits, 10)
+    flat = positions(data)
+    t_flat, s_flat, labels = flat(teacher_logits), flat(student_logits), flat(data.tensors["labels"])
+    if labels.shape != t_flat.shape[:1]:  # labels that do not line up with positions: fidelity only
+        labels = torch.full(t_flat.shape[:1], IGNORE_INDEX)
+    num_classes = num_classes or t_flat.shape[1]
+    sections: dict[str, Any] = {"fidelity": fidelity_section(t_flat, s_flat, opts)}
+    if bool((labels != IGNORE_INDEX).any()):
+        sections["accuracy"] = {"teacher": accuracy_summary(labels, t_flat, opts.confidence),
+                                "student": accuracy_summary(labels, s_flat, opts.confidence)}
+        if num_classes <= MAX_CLASSES_PER_CLASS:
+            sections["per_class"] = per_class_agreement(labels, t_flat, s_flat, num_classes)
+        sections["calibration"] = calibration_section(labels, {"teacher": t_flat, "student": s_flat}, opts.n_bins)
+    if num_classes <= MAX_CLASSES_CONFUSION:
+        sections["confusion"] = {"rows": "teacher prediction", "columns": "student prediction",
+                                 "matrix": prediction_confusion(t_flat, s_flat)}
+    sections["agreement_by_confidence"] = agreement_by_confidence(t_flat, s_flat, 10)
     # Sections that run the models again (gradients, perturbed inputs, timing) are best-effort: a teacher
     # that only replays stored outputs, or a model without input gradients, gets a section that says why.
     explained = _best_effort("explanations", lambda: explanation_section(
         teacher, student, data, teacher_inputs, student_inputs, teacher_logits, opts))
     sections["explanations"], maps = explained if isinstance(explained, tuple) else (explained, None)
     sections["robustness"] = _best_effort("robustness", lambda: robustness_section(
-        teacher, student, data, teacher_inputs, student_inputs, teacher_logits, student_logits, opts, batch_size))
+        teacher, student, data, teacher_inputs, student_inputs, teacher_logits, student_logits, opts, batch_size,
+        flat))
     if measure_cost:
         sections["cost"] = _best_effort("cost", lambda: cost_section(
             {"teacher": (teacher, teacher_inputs), "student": (student, student_inputs)}, data, opts))

@@ -82,3 +82,42 @@ def test_bad_options_and_unlabelled_data():
         EvalOptions(epsilon=0.0)
     with pytest.raises(KDForgeError, match="no 'labels'"):
         evaluate_pair(nn.Linear(2, 2), nn.Linear(2, 2), TensorData({"x": torch.zeros(3, 2)}), ["x"], ["x"])
+
+
+class TinyLM(nn.Module):
+    """Embedding -> linear head: (B, T) token ids to (B, T, V) logits."""
+
+    def __init__(self, vocab: int = 12, dim: int = 6):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, input_ids):
+        return self.head(self.embed(input_ids))
+
+
+def test_sequence_logits_are_compared_per_unmasked_position():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 12, (10, 7), generator=g)
+    mask = torch.ones(10, 7, dtype=torch.long)
+    mask[:, 5:] = 0  # two padding positions per row
+    labels = torch.randint(0, 12, (10, 7), generator=g)
+    data = TensorData({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    teacher, student = TinyLM(), TinyLM()
+    result = evaluate_pair(teacher, student, data, ["input_ids"], ["input_ids"], FAST, measure_cost=False)
+    s = result.sections
+    keep = mask.bool()
+    agree, n = top1_agreement(result.teacher_logits[keep], result.student_logits[keep])
+    assert s["fidelity"]["n"] == n == 50 and s["fidelity"]["agreement"] == agree / n
+    assert s["accuracy"]["student"]["n"] == 50
+    assert len(s["confusion"]["matrix"]) == 12 and sum(map(sum, s["confusion"]["matrix"])) == 50
+    assert s["explanations"]["available"] is False
+    assert s["robustness"]["perturbation"] == ["token_dropout"]
+    assert s["robustness"]["agreement_clean"]["rate"] == agree / n
+
+
+def test_many_classes_leave_out_confusion_and_per_class():
+    x = torch.randn(20, 4)
+    data = TensorData({"x": x, "labels": torch.randint(0, 300, (20,))})
+    s = evaluate_pair(nn.Linear(4, 300), nn.Linear(4, 300), data, ["x"], ["x"], FAST, measure_cost=False).sections
+    assert "confusion" not in s and "per_class" not in s and "calibration" in s

@@ -114,3 +114,16 @@ def test_write_report_without_teacher_model_keeps_old_report(tiny_run, tiny_reci
     assert "fidelity" not in report and (tmp_path / "report.html").is_file()
     assert report["agreement"] == result.students[0].metrics["agreement"]
     assert "## Distribution match" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_failing_evaluation_keeps_the_basic_report(tiny_run, tiny_recipe, tmp_path):
+    import torch
+
+    out, result = tiny_run
+    data = load_data(DataSpec(**DATA))
+    wrong = torch.nn.Linear(4, 5)  # five classes: the detailed evaluation cannot compare it with the students
+    report = write_report(tmp_path, tiny_recipe, data, {"accuracy": 1.0, "params": 25}, result.students,
+                          result.scratch, {"kdforge": "x", "torch": "x", "python": "x", "torch_threads": 1,
+                                           "cuda": False}, teacher_model=wrong)
+    assert "ShapeMismatchError" in report["evaluation_error"] and "fidelity" not in report
+    assert json.loads((tmp_path / "report.json").read_text())["agreement"] == report["agreement"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from kdforge.evaluate import EvalOptions
     from kdforge.pipeline import ModelResult
     from kdforge.recipe import Recipe
+
+logger = logging.getLogger("kdforge")
 
 REPORT_VERSION = 2
 
@@ -71,6 +74,9 @@ def summarise(results: dict[int, ModelResult], extras: dict[int, dict[str, float
 def _seed_extras(teacher_logits: Tensor, logits: Tensor, labels: Tensor, n_bins: int) -> dict[str, float]:
     from kdforge.metrics import expected_calibration_error, js_divergence, kl_to_teacher, probability_loyalty
 
+    if labels.shape != teacher_logits.shape[:1] or not bool((labels != -100).any()):
+        return {"kl": kl_to_teacher(teacher_logits, logits), "js": js_divergence(teacher_logits, logits),
+                "probability_loyalty": probability_loyalty(teacher_logits, logits)}
     return {"kl": kl_to_teacher(teacher_logits, logits), "js": js_divergence(teacher_logits, logits),
             "probability_loyalty": probability_loyalty(teacher_logits, logits),
             "ece": expected_calibration_error(labels, logits, n_bins)}
@@ -95,9 +101,13 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
             student, the seed with the weakest agreement bound.
         opts: What the full evaluation measures (default: `EvalOptions(confidence=recipe.eval.confidence)`).
     """
-    evaluation = None
+    evaluation, evaluation_error = None, None
     if teacher_model is not None:
-        evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
+        try:
+            evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
+        except Exception as exc:  # noqa: BLE001 - a finished run keeps its basic report whatever happens here
+            evaluation_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning("the detailed fidelity evaluation failed (%s); writing the basic report", evaluation_error)
     student = summarise(students, evaluation["extras_student"] if evaluation else None)
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
@@ -124,6 +134,8 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
     if scratch:
         report["scratch"] = summarise(scratch, evaluation["extras_scratch"] if evaluation else None)
         report["kd_gain"] = student["accuracy"] - report["scratch"]["accuracy"]
+    if evaluation_error is not None:
+        report["evaluation_error"] = evaluation_error
     if evaluation is not None:
         report["evaluated_seed"] = evaluation["seed"]
         report["eval_options"] = evaluation["options"]
@@ -140,8 +152,9 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         written.append(plot_agreement_confidence(report["agreement_by_confidence"], plots / "agreement.png"))
         if "calibration" in report:
             written.append(plot_reliability(report["calibration"], plots / "reliability.png"))
-        written.append(plot_confusion(report["confusion"]["matrix"], report.get("per_class"),
-                                      plots / "confusion.png"))
+        if "confusion" in report:
+            written.append(plot_confusion(report["confusion"]["matrix"], report.get("per_class"),
+                                          plots / "confusion.png"))
         if evaluation["maps"] is not None:
             written.append(plot_explanations(evaluation["maps"], plots / "explanations.png"))
         if report.get("cost", {}).get("available", True):
@@ -156,11 +169,12 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
 def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, students: dict[int, ModelResult],
               scratch: dict[int, ModelResult], opts: EvalOptions | None) -> dict[str, Any]:
     """Logits of every model on the test split, per-seed extras, and the full evaluation of the weakest seed."""
-    from kdforge.evaluate import EvalOptions, calibration_section, evaluate_pair, predict_logits
+    from kdforge.evaluate import EvalOptions, calibration_section, evaluate_pair, positions, predict_logits
 
     opts = opts or EvalOptions(confidence=recipe.eval.confidence)
     batch_size = recipe.eval.batch_size
-    labels = data.test.tensors["labels"]
+    flat = positions(data.test)  # sequence logits: one row per (unmasked) position
+    labels = flat(data.test.tensors["labels"])
     teacher_logits = predict_logits(teacher_model, data.test, recipe.teacher.inputs, batch_size)
 
     def logits_of(results: dict[int, ModelResult]) -> dict[int, Tensor]:
@@ -174,7 +188,7 @@ def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, studen
                            teacher_logits=teacher_logits, student_logits=student_logits[seed], batch_size=batch_size)
     sections = result.sections
     if scratch and seed in scratch and "calibration" in sections:
-        sections["calibration"]["scratch"] = calibration_section(labels, {"scratch": scratch_logits[seed]},
+        sections["calibration"]["scratch"] = calibration_section(labels, {"scratch": flat(scratch_logits[seed])},
                                                                  opts.n_bins)["scratch"]
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
     return {
@@ -182,6 +196,8 @@ def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, studen
         "options": options,
         "sections": {k: sections[k] for k in DETAIL_SECTIONS if k in sections},
         "maps": result.maps,
-        "extras_student": {s: _seed_extras(teacher_logits, v, labels, opts.n_bins) for s, v in student_logits.items()},
-        "extras_scratch": {s: _seed_extras(teacher_logits, v, labels, opts.n_bins) for s, v in scratch_logits.items()},
+        "extras_student": {s: _seed_extras(flat(teacher_logits), flat(v), labels, opts.n_bins)
+                           for s, v in student_logits.items()},
+        "extras_scratch": {s: _seed_extras(flat(teacher_logits), flat(v), labels, opts.n_bins)
+                           for s, v in scratch_logits.items()},
     }

@@ -113,15 +113,8 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
                              pct(r["agreement"])] for r in report["per_class"]], "rrrrr"))
         out.append(("Accuracy and per class", blocks))
 
-    matrix = report["confusion"]["matrix"]
-    cells = sorted(((matrix[i][j], i, j) for i in range(len(matrix)) for j in range(len(matrix)) if i != j and
-                    matrix[i][j]), reverse=True)[:8]
-    blocks = [("p", "Where the student departs from the teacher (rows: teacher prediction, columns: student "
-                    "prediction). " + ("Most frequent disagreements: " + ", ".join(
-                        f"teacher {i} → student {j} ({c}x)" for c, i, j in cells) + "." if cells else
-                        "No disagreements."))]
-    blocks.append(("img", "plots/confusion.png", "teacher vs student confusion and per-class bars"))
-    out.append(("Teacher vs student confusion", blocks))
+    if "confusion" in report:
+        out.append(("Teacher vs student confusion", _confusion_blocks(report["confusion"]["matrix"])))
 
     if "calibration" in report:
         cal = report["calibration"]
@@ -166,6 +159,17 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
     elif cost is not None:
         out.append(("Cost", _cost_blocks(cost)))
     return out
+
+
+def _confusion_blocks(matrix: list[list[int]]) -> list[Block]:
+    cells = sorted(((matrix[i][j], i, j) for i in range(len(matrix)) for j in range(len(matrix)) if i != j and
+                    matrix[i][j]), reverse=True)[:8]
+    blocks = [("p", "Where the student departs from the teacher (rows: teacher prediction, columns: student "
+                    "prediction). " + ("Most frequent disagreements: " + ", ".join(
+                        f"teacher {i} → student {j} ({c}x)" for c, i, j in cells) + "." if cells else
+                        "No disagreements."))]
+    blocks.append(("img", "plots/confusion.png", "teacher vs student confusion and per-class bars"))
+    return blocks
 
 
 def _robustness_blocks(report: dict[str, Any], rob: dict[str, Any]) -> list[Block]:
