@@ -41,3 +41,17 @@ def test_validation_mse_is_zero_for_exactly_represented_targets():
 def test_rejects_non_positive_ridge():
     with pytest.raises(ValueError, match="'ridge' parameter of RidgeProbes must be > 0"):
         RidgeProbes(0.0)
+
+
+def test_a_rarely_active_unit_does_not_blow_up_validation_predictions():
+    rng = np.random.default_rng(2)
+    phi = rng.normal(size=(400, 5))
+    rare = np.zeros((400, 1))
+    rare[0] = 0.01  # a weak unit that fires on one probe-train sample ...
+    phi_val = rng.normal(size=(200, 5))
+    rare_val = 0.01 * (rng.random((200, 1)) < 0.5)  # ... and on half the validation samples
+    y = np.sign(rng.normal(size=(400, 1)))
+    y[0] = 50.0  # an outlier target the rare unit alone could explain
+    probes = RidgeProbes(1e-2).fit(np.c_[phi, rare])
+    pred = probes.predict(probes.standardize(np.c_[phi_val, rare_val]), y)
+    assert np.abs(pred).max() < 5.0
