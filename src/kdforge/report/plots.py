@@ -162,8 +162,13 @@ def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | No
     return _save(fig, path)
 
 
-def plot_explanations(maps: dict[str, Any], path: Path, n: int = 6) -> Path:
-    """A few inputs with the teacher's and the student's explanation maps for the teacher's class."""
+def plot_explanations(maps: dict[str, Any], path: Path, n: int = 8) -> Path:
+    """A few inputs with the teacher's and the student's explanation maps for the teacher's class.
+
+    Each row is one mosaic (one image per input, each scaled to its own [0, 1]), drawn with a single imshow.
+    """
+    import numpy as np
+
     rows = [("input", "input")]
     if "gradcam_teacher" in maps:
         rows.append(("gradcam_teacher", "teacher Grad-CAM++"))
@@ -171,16 +176,22 @@ def plot_explanations(maps: dict[str, Any], path: Path, n: int = 6) -> Path:
         rows.append(("gradcam_student", "student Grad-CAM++"))
     rows += [("saliency_teacher", "teacher saliency"), ("saliency_student", "student saliency")]
     count = min(n, len(maps["input"]))
-    fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count, 1.45 * len(rows)), squeeze=False)
-    for r, (key, label) in enumerate(rows):
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.3 * count, 1.35 * len(rows)), squeeze=False)
+    for ax, (key, label) in zip(axes[:, 0], rows, strict=True):
+        tiles = []
         for c in range(count):
-            image = maps[key][c]
-            image = image.mean(dim=0) if key == "input" else image
-            axes[r][c].imshow(image.detach().cpu().numpy(), cmap="gray" if key == "input" else "inferno")
-            axes[r][c].set_xticks([])
-            axes[r][c].set_yticks([])
-        axes[r][0].set_ylabel(label, fontsize=7)
-    fig.suptitle("Where each model looks (class: the teacher's prediction)", fontsize=9)
+            image = maps[key][c].detach().cpu().double()
+            image = (image.mean(dim=0) if key == "input" else image).numpy()
+            span = image.max() - image.min()
+            tiles.append((image - image.min()) / span if span > 0 else np.zeros_like(image))
+            tiles.append(np.full((image.shape[0], 1), np.nan))  # a gap between inputs
+        ax.imshow(np.concatenate(tiles[:-1], axis=1), cmap="gray" if key == "input" else "inferno",
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("Where each model looks (class: the teacher's prediction; each map scaled to its own range)",
+                 fontsize=9)
     return _save(fig, path)
 
 
