@@ -72,7 +72,7 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         size_tolerance: Keep the smallest tree whose DP agreement is within this fraction of the best.
         max_auto_depth: Deepest depth tried when max_depth is None.
         confidence: Level of the one-sided fidelity bound.
-        random_state: Seed or Generator-compatible int for sampling and splitting.
+        random_state: Seed (int) or None, for sampling and splitting.
 
     Attributes:
         tree_: The distilled `Tree`.
@@ -262,7 +262,7 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         t0 = time.perf_counter()
         budget = result.smallest_budget(self.size_tolerance)
         self.tree_ = result.build(budget, self.literals_)
-        self.train_agreement_ = float(self.tree_.predict_proba(X_dp).argmax(axis=1).__eq__(y_dp).mean())
+        self.train_agreement_ = float(np.mean(self.tree_.predict_proba(X_dp).argmax(axis=1) == y_dp))
         dp_seconds += time.perf_counter() - t0
         self.n_samples_ = {"probe_train": len(X_probe), "probe_val": len(X_val), "dp": len(X_dp),
                            "fidelity": len(X_fid)}
