@@ -6,7 +6,7 @@ from kdforge.registry import LOSSES, Registry
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(UnknownNameError, match=r"recipe.losses\[1\].name: unknown loss 'kdd'. Did you mean 'kd'\?"):
+    with pytest.raises(UnknownNameError, match=r"recipe.losses\[1\].name: unknown loss 'kdd'. Did you mean 'kd'"):
         LOSSES.get("kdd", where="recipe.losses[1].name")
 
 

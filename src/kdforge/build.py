@@ -61,16 +61,21 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
+    # Train mode, so branches that only run in training (dropout views, a booster) fire their hooks; the
+    # buffers (batch-norm statistics) are put back afterwards so the dry run leaves no trace.
+    buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
     was_training = module.training
-    module.eval()
+    module.train()
     try:
         with module.loss.all_terms():  # terms that start later are checked now too
             if teacher is not None:
                 teacher_outputs = teacher(batch)
-                teacher.capture.check_fired()
+                if isinstance(teacher, OnlineTeacher):
+                    teacher.capture.check_fired()
             _check_labels(batch, module)
+            module._student_outputs(batch)
+            module.capture.check_fired()
             terms = standard_step(module, teacher, batch)
-        module.capture.check_fired()
         bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
         if bad:
             raise KDForgeError(f"preflight: loss term(s) {bad} are not finite on the first batch. Check the inputs.")
@@ -80,6 +85,10 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     finally:
         module.zero_grad(set_to_none=True)
         module.train(was_training)
+        with torch.no_grad():
+            for name, buffer in module.named_buffers():
+                if name in buffers:  # buffers a lazy part created during the dry run keep their values
+                    buffer.copy_(buffers[name])
     shapes = {f"student.{k}": tuple(v.shape) for k, v in module.capture.features.items()}
     if teacher is not None:
         shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})

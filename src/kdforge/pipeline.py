@@ -29,6 +29,7 @@ from kdforge.losses.ce import CELoss
 from kdforge.models import build_model, count_params, load_saved_model, load_state_into, save_model
 from kdforge.models.ensemble import EnsembleTeacher
 from kdforge.recipe import ModelSpec, Recipe, TeacherSpec, TrainConfig, dump_recipe
+from kdforge.registry import LOSSES
 from kdforge.report import write_report
 from kdforge.train.loop import TrainJob, TrainSummary, fit, steps_for
 from kdforge.train.module import DistillModule, OnlineTeacher, TeacherSource
@@ -143,6 +144,10 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
         members = [_obtain(member, recipe, data, folder / f"member-{i}", resume, f"{where}.members[{i}]")
                    for i, member in enumerate(spec.members)]
         return EnsembleTeacher(members, spec.member_weights)
+    if spec.online:  # mutual learning: the peer starts from its factory's (or checkpoint's) weights
+        seed_everything(0)
+        teacher, _, _ = _model_from_spec(spec, recipe, data, where)
+        return teacher
     if spec.train is None:
         if spec.path is None and spec.checkpoint is None:
             raise RecipeError(
@@ -198,13 +203,21 @@ def make_teacher_source(recipe: Recipe, teacher: nn.Module, data: DataBundle | N
 
 def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Module,
                     teacher_val_logits: torch.Tensor | None, folder: Path, resume: bool) -> nn.Module:
-    """Build the student for `seed`, check the setup on one batch, and train it against the teacher."""
+    """Build the student for `seed`, check the setup on one batch, and train it against the teacher.
+
+    With `teacher.online`, `teacher` is the peer's starting point: a copy is trained together with the
+    student (deep mutual learning) and saved beside it as `peer/`.
+    """
     cfg = recipe.train.model_copy(update={"seed": seed})
     seed_everything(seed)
     student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
     loss = build_loss(recipe.losses)
-    module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student)
-    online = make_teacher_source(recipe, teacher) if loss.needs_teacher else None
+    peer = copy.deepcopy(teacher).train().requires_grad_(True) if recipe.teacher.online else None
+    if peer is not None:
+        teacher_val_logits = None  # the peer changes as it learns: no fixed teacher to agree with
+    module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student, peer=peer,
+                           peer_inputs=recipe.teacher.inputs)
+    online = make_teacher_source(recipe, teacher) if loss.needs_teacher and peer is None else None
     shapes = preflight(module, online, data.student_train,
                        (set(recipe.taps.student), set(recipe.taps.teacher)))
     if shapes:
@@ -218,10 +231,30 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
                    steps_for(cfg, len(data.student_train)), folder, validate)
     save_summary(fit(job, make_accelerator(cfg.mixed_precision), resume=resume), folder)
     save_model(student, folder, model_spec, args, recipe.student.inputs)
+    if peer is not None:
+        _, peer_spec, peer_args = _model_from_spec(recipe.teacher, recipe, data, "recipe.teacher")
+        save_model(peer, folder.parent / "peer", peer_spec, peer_args, recipe.teacher.inputs)
+    save_method_state(module, recipe, data, folder)
     if online is not None:
         online.close()
     module.capture.remove()
     return student
+
+
+def save_method_state(module: DistillModule, recipe: Recipe, data: DataBundle, folder: Path) -> None:
+    """Keep what the loss terms learned (projectors, exit heads) as `loss_state.safetensors`, and run the
+    measurements a method registers (`evaluate=` in its registry entry, e.g. the early-exit curve) on the
+    test split into `method_metrics.json`."""
+    state = module.loss.state_dict()
+    if state:
+        io.save_tensors(folder / "loss_state.safetensors", state)
+    measured = {}
+    for name, term in module.loss.terms.items():
+        evaluate = LOSSES.meta(name).get("evaluate")
+        if evaluate is not None:
+            measured[name] = evaluate(term, module.student, data.test, recipe.student.inputs, recipe.taps.student)
+    if measured:
+        io.write_json(folder / "method_metrics.json", measured)
 
 
 def train_scratch(recipe: Recipe, seed: int, data: DataBundle, folder: Path, resume: bool) -> nn.Module:
@@ -264,16 +297,32 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
     for seed in recipe.seeds:
         seed_dir = out / f"seed-{seed}"
         t0 = time.perf_counter()
-        student = _load_or(seed_dir / "student", resume, lambda seed=seed, d=seed_dir: distill_student(
-            recipe, seed, data, teacher, teacher_val, d / "student", resume))
+        student, generation_accuracy = teacher, []
+        for generation in range(1, recipe.generations + 1):  # born-again: each generation teaches the next
+            gen_teacher, gen_val = (teacher, teacher_val) if generation == 1 else (student, predict_logits(
+                student, data.val, recipe.student.inputs) if data.val is not None else None)
+            folder = seed_dir / ("student" if generation == recipe.generations else f"generation-{generation}")
+            student = _load_or(folder, resume, lambda t=gen_teacher, v=gen_val, f=folder, s=seed: distill_student(
+                recipe, s, data, t, v, f, resume))
+            generation_accuracy.append(accuracy_summary(labels, predict_logits(
+                student, data.test, recipe.student.inputs), confidence)["accuracy"])
+        if recipe.teacher.online:  # each student is compared with the peer it learned with
+            peer = load_saved_model(seed_dir / "peer", "peer")[0]
+            seed_teacher_test = predict_logits(peer, data.test, inputs_t)
+            if seed == recipe.seeds[0]:
+                teacher, teacher_test = peer, seed_teacher_test
+        else:
+            seed_teacher_test = teacher_test
         students[seed] = _test_result(student, seed_dir / "student", recipe.student.inputs, data, labels,
-                                      teacher_test, confidence, time.perf_counter() - t0)
+                                      seed_teacher_test, confidence, time.perf_counter() - t0)
+        if recipe.generations > 1:
+            students[seed].metrics["generation_accuracy"] = generation_accuracy
         if recipe.baseline:
             t0 = time.perf_counter()
             model = _load_or(seed_dir / "scratch", resume, lambda seed=seed, d=seed_dir: train_scratch(
                 recipe, seed, data, d / "scratch", resume))
             scratch[seed] = _test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
-                                         teacher_test, confidence, time.perf_counter() - t0)
+                                         seed_teacher_test, confidence, time.perf_counter() - t0)
     teacher_metrics = {**accuracy_summary(labels, teacher_test, confidence), "params": count_params(teacher),
                        "seconds": teacher_seconds}
     report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment(), teacher_model=teacher)

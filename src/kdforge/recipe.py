@@ -95,6 +95,7 @@ class TeacherSpec(ModelSpec):
 
     train: TrainConfig | None = Field(None, description="Train the teacher first (cross-entropy on all labels).")
     members: list[TeacherSpec] | None = Field(None, min_length=2, description="Ensemble: average their logits.")
+    online: bool = Field(False, description="Train the teacher together with the student (deep mutual learning).")
     cache: CacheSpec | None = Field(None, description="Read teacher outputs from this store (built once if missing).")
     member_weights: list[float] | None = Field(None, description="Ensemble weights (default: equal).")
 
@@ -104,6 +105,8 @@ class TeacherSpec(ModelSpec):
             if self.checkpoint is not None or self.train is not None:
                 raise ValueError("'checkpoint' and 'train' need 'model'; a cache alone gives 'cache' only")
             return self  # cache only: students train from the store, evaluation replays it (docs/cache.md)
+        if self.online and (self.members is not None or self.train is not None):
+            raise ValueError("an online teacher (mutual learning) trains with the student: drop 'members'/'train'")
         if self.members is None:
             if self.member_weights is not None:
                 raise ValueError("'member_weights' needs 'members'")
@@ -187,6 +190,7 @@ class Recipe(_Strict):
     losses: list[LossTerm] = Field(min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     baseline: bool = Field(True, description="Also train the student from scratch (ce only) with the same budget.")
+    generations: int = Field(1, ge=1, description="Born-again: generation g > 1 is taught by generation g-1.")
     eval: EvalSpec = Field(default_factory=EvalSpec)
     _base_dir: str | None = PrivateAttr(None)  # the recipe file's folder; relative paths resolve against it
 

@@ -1,5 +1,16 @@
 """Registered distillation losses: one method per module, each registering itself on import."""
 
+import kdforge.losses.ab  # noqa: F401  (registers 'ab')
+import kdforge.losses.at  # noqa: F401  (registers 'at')
+import kdforge.losses.crd  # noqa: F401  (registers 'crd')
+import kdforge.losses.dkd  # noqa: F401  (registers 'dkd')
+import kdforge.losses.fitnet  # noqa: F401  (registers 'fitnet')
+import kdforge.losses.multi_exit  # noqa: F401  (registers 'multi_exit')
+import kdforge.losses.pkd  # noqa: F401  (registers 'pkd')
+import kdforge.losses.rkd  # noqa: F401  (registers 'rkd')
+import kdforge.losses.rocket  # noqa: F401  (registers 'rocket')
+import kdforge.losses.sd_dropout  # noqa: F401  (registers 'sd_dropout')
+import kdforge.losses.sp  # noqa: F401  (registers 'sp')
 from kdforge.losses import ce, kd, logit_mse  # noqa: F401  (imported for registration)
 from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets, WeightedSum
 from kdforge.registry import LOSSES

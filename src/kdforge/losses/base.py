@@ -22,6 +22,7 @@ class Outputs:
 
     logits: Tensor | None = None  # (B, K) classification; (B, T, V) language models
     features: dict[str, Tensor] = field(default_factory=dict)  # tap name -> captured tensor
+    views: list[Tensor] = field(default_factory=list)  # logits of extra stochastic passes (dropout views)
 
 
 @dataclass
@@ -42,6 +43,8 @@ class DistillLoss(nn.Module):
 
     #: Does the loss need the teacher at all? Plain `ce` does not, so a scratch run can skip it.
     needs_teacher: bool = True
+    #: Extra stochastic forward passes of the student the loss reads from `Outputs.views` (SD-Dropout: 1).
+    student_views: int = 0
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         """Feature names read from (student, teacher); preflight checks they are captured."""
@@ -90,6 +93,10 @@ class WeightedSum(nn.Module):
     @property
     def needs_teacher(self) -> bool:
         return any(term.needs_teacher for term in self.terms.values())
+
+    @property
+    def student_views(self) -> int:
+        return max((term.student_views for name, term in self.terms.items() if self.active(name)), default=0)
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         student_taps: set[str] = set()

@@ -94,3 +94,33 @@ class ConvNet(nn.Module):
         for block in self.blocks:
             x = block(x)  # (B, C, H, W)
         return self.head(self.pool(x).flatten(1))  # (B, K)
+
+
+@MODELS.register("rocket_mlp")
+class RocketMLP(nn.Module):
+    """Rocket launching's shared-trunk pair (Zhou et al. 2018): a light net and a booster net share the
+    lower layers; the booster's extra layers run only in training mode, so the deployed model is the light
+    net. Tap `booster` to read the booster's logits (the `rocket` loss does).
+
+    Args:
+        input_shape: Shape of one input sample (filled in from the data when omitted).
+        num_classes: Output width (filled in from the data when omitted).
+        trunk: Widths of the shared hidden layers.
+        booster: Widths of the booster's own hidden layers on top of the trunk.
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, trunk: Sequence[int] = (32,),
+                 booster: Sequence[int] = (256,)) -> None:
+        super().__init__()
+        self.trunk = MLP(input_shape, num_classes, hidden=trunk).blocks
+        width = trunk[-1] if trunk else math.prod(input_shape)
+        self.head = nn.Linear(width, num_classes)
+        self.booster = MLP((width,), num_classes, hidden=booster)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)  # (B, D)
+        for block in self.trunk:
+            x = block(x)
+        if self.training:
+            self.booster(x)  # its output is read through the `booster` tap
+        return self.head(x)  # (B, K): the light net

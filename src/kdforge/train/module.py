@@ -57,25 +57,46 @@ class OnlineTeacher:
 
 class DistillModule(nn.Module):
     """Student plus loss in one module, so the optimizer, `accelerator.prepare`, DDP and checkpoints see the
-    loss's trainable parts (projectors, embeddings) along with the student."""
+    loss's trainable parts (projectors, embeddings) along with the student.
+
+    With a `peer` (online distillation: deep mutual learning, Zhang et al. 2018), the peer is trained in the
+    same step with the same loss terms and the roles swapped: each network learns from the other's
+    detached outputs. The peer is then the teacher whose outputs the student's terms see.
+    """
 
     def __init__(self, student: nn.Module, loss: WeightedSum, inputs: list[str],
-                 taps: Mapping[str, str] | None = None) -> None:
+                 taps: Mapping[str, str] | None = None, peer: nn.Module | None = None,
+                 peer_inputs: list[str] | None = None) -> None:
         super().__init__()
         self.student = student
         self.loss = loss
         self.inputs = inputs
         self.capture = Capture(student, taps or {}, owner="student")
+        self.peer = peer
+        self.peer_inputs = peer_inputs or inputs
 
     def set_step(self, step: int) -> None:
         """Tell step-windowed loss terms which optimizer step comes next."""
         self.loss.set_step(step)
 
-    def forward(self, batch: Batch, teacher: Outputs) -> dict[str, Tensor]:
+    def _student_outputs(self, batch: Batch) -> Outputs:
         with self.capture:
             logits = logits_of(call_model(self.student, batch, self.inputs))
-        student = Outputs(logits=logits, features=dict(self.capture.features))
-        return self.loss(student, teacher, targets_of(batch))
+        features = dict(self.capture.features)
+        # Extra passes in train mode draw new dropout masks: the "views" SD-Dropout compares.
+        views = [logits_of(call_model(self.student, batch, self.inputs)) for _ in range(self.loss.student_views)]
+        return Outputs(logits=logits, features=features, views=views)
+
+    def forward(self, batch: Batch, teacher: Outputs) -> dict[str, Tensor]:
+        student = self._student_outputs(batch)
+        targets = targets_of(batch)
+        if self.peer is None:
+            return self.loss(student, teacher, targets)
+        peer_logits = logits_of(call_model(self.peer, batch, self.peer_inputs))
+        terms = self.loss(student, Outputs(logits=peer_logits.detach()), targets)
+        peer_terms = self.loss(Outputs(logits=peer_logits), Outputs(logits=student.logits.detach()), targets)
+        return {**terms, "loss": terms["loss"] + peer_terms["loss"],
+                **{f"peer_{name}": value for name, value in peer_terms.items()}}
 
 
 def standard_step(module: nn.Module, teacher: TeacherSource | None, batch: Batch) -> dict[str, Tensor]:
