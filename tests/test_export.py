@@ -47,6 +47,22 @@ def test_safetensors_export_is_the_student_alone_and_reloads(run_dir, tmp_path):
     assert info["outputs"]["logits"]["shape"] == ["batch", 3] and meta["model"] == "builtin:mlp"
 
 
+def test_adapters_and_loss_state_stay_behind(run_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    # what a FitNets-style run leaves beside the student: the regressor lives in the loss state
+    loss_state = copy / "seed-0" / "student" / "loss_state.safetensors"
+    save_file({"fitnet.projector.weight": torch.randn(8, 4)}, str(loss_state))
+    export_student(copy, "safetensors", tmp_path / "out", seed=0)
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert not any("projector" in key for key in exported)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "model.json", "model.safetensors"]
+
+
 def test_default_seed_is_the_reports_and_default_folder(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     result = export_student(run_dir, overwrite=True)
