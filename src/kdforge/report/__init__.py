@@ -68,6 +68,9 @@ def summarise(results: dict[int, ModelResult], extras: dict[int, dict[str, float
     for key in ("kl", "js", "probability_loyalty", "ece"):
         if all(key in m for m in per_seed):
             summary[key] = _mean([m[key] for m in per_seed])
+    if all("accuracy_last" in m for m in per_seed):  # `select: best`: the last step's figures beside the best
+        last = [m["accuracy_last"] for m in per_seed]
+        summary["accuracy_last"], summary["accuracy_last_std"] = _mean(last), _std(last)
     return summary
 
 

@@ -58,6 +58,13 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
         verdict = "helps" if gain > 0 else "does not help"
         fidelity.append(("p", f"Distillation {verdict} here: {100 * gain:+.2f} accuracy points over the same student "
                               "trained from scratch with the same optimizer steps, batch size and seeds."))
+    if "accuracy_last" in student:
+        summary.append(("p", "Best-validation vs last-step test accuracy (mean ± std over seeds): distilled "
+                             f"{pct(student['accuracy'])} vs {pct(student['accuracy_last'])} ± "
+                             f"{pct(student['accuracy_last_std'])}" + (
+                                 f"; scratch {pct(scratch['accuracy'])} vs {pct(scratch['accuracy_last'])} ± "
+                                 f"{pct(scratch['accuracy_last_std'])}" if scratch and "accuracy_last" in scratch
+                                 else "") + "."))
     sections: list[Section] = [("Summary", summary), ("Fidelity", fidelity)]
     if "fidelity" in report:
         fidelity += _pac_blocks(report)
