@@ -111,6 +111,21 @@ def test_shuffled_batches_get_their_own_outputs(tmp_path):
             assert torch.allclose(source(batch).logits, teacher(batch["x"]), rtol=0, atol=1e-6)
 
 
+def test_sparse_unordered_sample_ids_are_looked_up(tmp_path):
+    teacher, data = Teacher(), splits()
+    ids = torch.randperm(50, generator=torch.Generator().manual_seed(2)) * 3 + 7  # not 0..N-1, not sorted
+    data["train"] = TensorData({**data["train"].tensors, "index": ids})
+    path, _, _ = build(tmp_path, teacher, data)
+    source = cached(path)
+    expected = reference(teacher, data["train"])
+    rows = torch.tensor([5, 0, 49, 17])
+    assert torch.equal(source(data["train"][rows]).logits, expected[rows])
+    missing = data["train"][rows]
+    missing["index"] = torch.tensor([7, 8, 10, 1000])
+    with pytest.raises(CacheError, match=r"sample ids \[8, 1000\] are not in the cache"):
+        source(missing)
+
+
 def test_inputs_paired_with_another_samples_id_are_refused(tmp_path):
     teacher, data = Teacher(), splits()
     path, _, _ = build(tmp_path, teacher, data)

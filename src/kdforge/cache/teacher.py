@@ -44,11 +44,13 @@ class _StoredTaps:
 
 
 class _Lookup:
-    """Sample id -> row of the store, vectorised (searchsorted over the sorted ids)."""
+    """Sample id -> row of the store, vectorised: the id itself when the stored ids are 0..N-1 in order (the
+    usual case, one gather), else a binary search over the sorted ids."""
 
     def __init__(self, split: SplitArrays) -> None:
         ids = split.ids.long()
-        if bool((ids[1:] > ids[:-1]).all()):
+        self.dense = bool(torch.equal(ids, torch.arange(len(ids))))
+        if self.dense or bool((ids[1:] > ids[:-1]).all()):
             self.sorted_ids, self.order = ids.clone(), None
         else:
             self.sorted_ids, self.order = torch.sort(ids)
@@ -59,15 +61,24 @@ class _Lookup:
         self.hashes = self.hashes.to(device)
         self.order = self.order.to(device) if self.order is not None else None
 
+    def _missing(self, ids: Tensor) -> CacheError:
+        known = torch.isin(ids, self.sorted_ids)
+        return CacheError(
+            f"teacher cache: sample ids {ids[~known][:5].tolist()} are not in the cache. It was built for other "
+            "data; rebuild it with `kdforge cache RECIPE --overwrite`."
+        )
+
     def rows(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """(rows in the store, positions in sorted order); raises if an id is not stored."""
+        if self.dense:
+            if len(ids):
+                low, high = torch.aminmax(ids)
+                if int(low) < 0 or int(high) >= len(self.sorted_ids):
+                    raise self._missing(ids)
+            return ids, ids
         pos = torch.searchsorted(self.sorted_ids, ids).clamp_(max=len(self.sorted_ids) - 1)
         if not torch.equal(self.sorted_ids[pos], ids):
-            missing = ids[self.sorted_ids[pos] != ids][:5].tolist()
-            raise CacheError(
-                f"teacher cache: sample ids {missing} are not in the cache. It was built for other data; rebuild it "
-                "with `kdforge cache RECIPE --overwrite`."
-            )
+            raise self._missing(ids)
         return (pos if self.order is None else self.order[pos]), pos
 
 

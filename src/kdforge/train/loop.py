@@ -135,7 +135,8 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 syncing = micro == cfg.grad_accum - 1
                 with contextlib.nullcontext() if syncing else accelerator.no_sync(prepared):
                     terms = job.step_fn(prepared, job.teacher, batch)
-                    accelerator.backward(terms["loss"] / cfg.grad_accum)
+                    loss = terms["loss"] if cfg.grad_accum == 1 else terms["loss"] / cfg.grad_accum
+                    accelerator.backward(loss)
                 # one device sync per micro-batch for all terms, not one per term
                 values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
                 for key, value in zip(terms, values, strict=True):
