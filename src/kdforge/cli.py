@@ -147,7 +147,7 @@ def list_names(
     table.add_column("name")
     table.add_column("description")
     if what == "losses":
-        table.add_column("paper")
+        table.add_column("paper", overflow="fold")  # links stay whole in narrow terminals
     for name in registry.names():
         entry = registry.get(name)
         meta = registry.meta(name)
