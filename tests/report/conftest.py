@@ -13,7 +13,7 @@ TINY = {
                 "train": {"epochs": 5, "lr": 0.01, "batch_size": 16, "progress": False}},
     "student": {"model": "builtin:mlp", "args": {"hidden": [4]}},
     "losses": [{"name": "kd", "weight": 0.9, "temperature": 2.0}, {"name": "ce", "weight": 0.1}],
-    "train": {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False},
+    "train": {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False, "select": "best"},
     "baseline": True,
 }
 
