@@ -38,9 +38,10 @@ def batch(b=4, k=5, seed=0):
     s_feats["head2"] = torch.randn(b, k, generator=g, requires_grad=True)
     t_feats["head2"] = torch.randn(b, k, generator=g)
     labels = torch.randint(0, k, (b,), generator=g)
-    student = Outputs(logits=s_logits, features=s_feats)
+    s_view = torch.randn(b, k, generator=g, requires_grad=True)  # a second dropout view, for SD-Dropout
+    student = Outputs(logits=s_logits, features=s_feats, views=[s_view])
     teacher = Outputs(logits=t_logits, features=t_feats)
-    return student, teacher, Targets(labels=labels, index=torch.arange(b)), [s_logits, *s_feats.values()]
+    return student, teacher, Targets(labels=labels, index=torch.arange(b)), [s_logits, s_view, *s_feats.values()]
 
 
 def as_teacher(student):
@@ -128,7 +129,8 @@ def test_every_tensor_moves_with_the_loss(name):
     loss = loss.double()
 
     def as64(o):
-        return Outputs(logits=o.logits.double(), features={k: v.double() for k, v in o.features.items()})
+        return Outputs(logits=o.logits.double(), features={k: v.double() for k, v in o.features.items()},
+                       views=[v.double() for v in o.views])
 
     assert all(t.dtype == torch.float64 for t in [*loss.parameters(), *loss.buffers()] if t.is_floating_point())
     assert loss(as64(student), as64(teacher), targets).dtype == torch.float64
