@@ -43,6 +43,7 @@ DATASETS = {
         "taps": {"student": {"map": "blocks.1", "pre": "blocks.1.1", "emb": "head.1", "early": "blocks.0"},
                  "teacher": {"map": "blocks.1", "pre": "blocks.1.1", "emb": "head.1"}},
         "spatial": True,
+        "rocket_trunk": [64],  # the CNN student has no shared-trunk twin: rocket's light net is the 4.8k MLP
     },
     "breast_cancer": {
         "data": {"source": "sklearn:breast_cancer", "student_labels": 40, "test_size": 0.25, "val_size": 0.15},
@@ -52,6 +53,7 @@ DATASETS = {
         "taps": {"student": {"map": "blocks.1", "pre": "blocks.1.0", "emb": "blocks.1", "early": "blocks.0"},
                  "teacher": {"map": "blocks.1", "pre": "blocks.1.0", "emb": "blocks.1"}},
         "spatial": False,
+        "rocket_trunk": [16, 8],  # the same layers as the student: rocket's light net is the student
         "train": {"batch_size": 32},
     },
 }
@@ -81,6 +83,7 @@ METHODS: dict[str, dict] = {
     "born_again": {"losses": KD, "born_again": True},
     "sd_dropout": {"losses": [CE, {"name": "sd_dropout", "weight": 1.0}], "student_dropout": 0.3},
     "multi_exit": {"losses": [CE, {"name": "multi_exit", "exits": ["early"]}]},
+    "rocket": {"losses": [CE, {"name": "rocket", "booster": "booster", "hint_weight": 0.1}], "rocket": True},
 }
 
 
@@ -105,6 +108,8 @@ def method_recipe(dataset: str, method: str, seeds: list[int]) -> dict | None:
     student = json.loads(json.dumps(spec["student"]))
     if config.get("student_dropout"):
         student["args"]["dropout"] = config["student_dropout"]
+    if config.get("rocket"):
+        student = {"model": "builtin:rocket_mlp", "args": {"trunk": spec["rocket_trunk"], "booster": [256, 256]}}
     if config.get("born_again"):
         student = json.loads(json.dumps({k: v for k, v in spec["teacher"].items() if k != "train"}))
     if config.get("ensemble"):
@@ -150,6 +155,8 @@ def main() -> None:
             # ensemble, born-again and mutual learning reuse taps only where their students have them
             if method in ("ensemble", "dml", "born_again", "kd", "logit_mse", "dkd", "sd_dropout"):
                 recipe["taps"] = {}
+            if method == "rocket":
+                recipe["taps"] = {"student": {"booster": "booster"}}
             if method == "multi_exit":
                 recipe["taps"] = {"student": {"early": DATASETS[dataset]["taps"]["student"]["early"]}}
             started = time.perf_counter()
