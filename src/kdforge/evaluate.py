@@ -302,7 +302,7 @@ def cost_section(models: dict[str, tuple[nn.Module, list[str]]], data: TensorDat
             for name, (model, inputs) in models.items():
                 device = next(model.parameters()).device
                 batch = {k: v.to(device) for k, v in data[torch.arange(bs) % len(data)].items()}
-                calls[name] = lambda m=model, b=batch, i=inputs: call_model(m, b, i)
+                calls[name] = _timed_call(model, batch, inputs, device)
             for name, stats in measure_latencies(calls, bs, opts.latency_repeats, opts.latency_warmup).items():
                 out[name]["latency"].append(stats)
     if "teacher" in out and "student" in out:
@@ -312,6 +312,14 @@ def cost_section(models: dict[str, tuple[nn.Module, list[str]]], data: TensorDat
         out["speedup"] = {str(a["batch_size"]): a["p50_ms"] / b["p50_ms"] if b["p50_ms"] > 0 else None
                           for a, b in zip(t["latency"], s["latency"], strict=True)}
     return out
+
+
+def _timed_call(model: nn.Module, batch: dict[str, Tensor], inputs: list[str],
+                device: torch.device) -> Callable[[], Any]:
+    """One forward pass; on a GPU it waits for the kernels to finish, so the clock measures the work."""
+    if device.type == "cuda":
+        return lambda: (call_model(model, batch, inputs), torch.cuda.synchronize(device))
+    return lambda: call_model(model, batch, inputs)
 
 
 def evaluate_pair(teacher: nn.Module, student: nn.Module, data: TensorData, teacher_inputs: list[str],

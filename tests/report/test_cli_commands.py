@@ -19,6 +19,13 @@ def run_cli(args, capsys):
 FAST = ["--no-cost", "--quiet"]
 
 
+def test_help_lists_the_report_commands(capsys):
+    code, stdout, _ = run_cli(["--help"], capsys)
+    assert code == 0 and all(cmd in stdout for cmd in ("eval", "report", "export"))
+    code, stdout, _ = run_cli(["eval", "--help"], capsys)
+    assert code == 0 and "--epsilon" in stdout and "--delta" in stdout and "--require-certified" in stdout
+
+
 def test_eval_run_dir_answers_the_epsilon_delta_question(tiny_run, tmp_path, capsys):
     out, _ = tiny_run
     code, stdout, _ = run_cli(["eval", str(out), "--epsilon", "0.01", "--delta", "0.05", "--json",
