@@ -47,3 +47,13 @@ def test_multi_exit_recipe_measures_the_early_exit_curve(tmp_path, tiny_recipe_d
     assert curve[0]["threshold"] == 0.0 and curve[0]["mean_exit"] == 1.0
     assert all(0.0 <= point["mean_exit"] <= 1.0 for point in curve)
     assert (folder / "loss_state.safetensors").is_file()
+
+
+def test_mutual_learning_seeds_are_independent(tmp_path, tiny_recipe_dict):
+    tiny_recipe_dict["teacher"] = {"model": "builtin:mlp", "args": {"hidden": [32]}, "online": True}
+    tiny_recipe_dict.update(baseline=False, seeds=[0, 1])
+    both = run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "both")
+    tiny_recipe_dict["seeds"] = [1]
+    alone = run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "alone")
+    for key, value in alone.students[1].model.state_dict().items():  # seed 1 never sees seed 0's trained peer
+        assert torch.equal(value, both.students[1].model.state_dict()[key]), key

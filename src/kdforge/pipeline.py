@@ -294,28 +294,22 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
     labels = data.test.tensors["labels"]
     students: dict[int, ModelResult] = {}
     scratch: dict[int, ModelResult] = {}
+    report_teacher = teacher
     for seed in recipe.seeds:
         seed_dir = out / f"seed-{seed}"
         t0 = time.perf_counter()
-        student, generation_accuracy = teacher, []
-        for generation in range(1, recipe.generations + 1):  # born-again: each generation teaches the next
-            gen_teacher, gen_val = (teacher, teacher_val) if generation == 1 else (student, predict_logits(
-                student, data.val, recipe.student.inputs) if data.val is not None else None)
-            folder = seed_dir / ("student" if generation == recipe.generations else f"generation-{generation}")
-            student = _load_or(folder, resume, lambda t=gen_teacher, v=gen_val, f=folder, s=seed: distill_student(
-                recipe, s, data, t, v, f, resume))
-            generation_accuracy.append(accuracy_summary(labels, predict_logits(
-                student, data.test, recipe.student.inputs), confidence)["accuracy"])
+        student, generation_accuracy = _distill_generations(recipe, seed, data, teacher, teacher_val, seed_dir,
+                                                            resume)
         if recipe.teacher.online:  # each student is compared with the peer it learned with
             peer = load_saved_model(seed_dir / "peer", "peer")[0]
             seed_teacher_test = predict_logits(peer, data.test, inputs_t)
             if seed == recipe.seeds[0]:
-                teacher, teacher_test = peer, seed_teacher_test
+                report_teacher, teacher_test = peer, seed_teacher_test
         else:
             seed_teacher_test = teacher_test
         students[seed] = _test_result(student, seed_dir / "student", recipe.student.inputs, data, labels,
                                       seed_teacher_test, confidence, time.perf_counter() - t0)
-        if recipe.generations > 1:
+        if generation_accuracy:
             students[seed].metrics["generation_accuracy"] = generation_accuracy
         if recipe.baseline:
             t0 = time.perf_counter()
@@ -323,10 +317,29 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
                 recipe, seed, data, d / "scratch", resume))
             scratch[seed] = _test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
                                          seed_teacher_test, confidence, time.perf_counter() - t0)
+    teacher = report_teacher
     teacher_metrics = {**accuracy_summary(labels, teacher_test, confidence), "params": count_params(teacher),
                        "seconds": teacher_seconds}
     report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment(), teacher_model=teacher)
     return RunResult(out, report, teacher, students, scratch)
+
+
+def _distill_generations(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Module,
+                         teacher_val: torch.Tensor | None, seed_dir: Path, resume: bool) -> tuple[nn.Module, list]:
+    """The student for `seed`; with `generations: N` (born-again networks), generation g > 1 is taught by
+    generation g-1, and the test accuracy of every generation is returned beside the last one."""
+    student, generation_accuracy = teacher, []
+    for generation in range(1, recipe.generations + 1):
+        if generation > 1:
+            teacher = student
+            teacher_val = predict_logits(student, data.val, recipe.student.inputs) if data.val is not None else None
+        folder = seed_dir / ("student" if generation == recipe.generations else f"generation-{generation}")
+        student = _load_or(folder, resume, lambda t=teacher, v=teacher_val, f=folder: distill_student(
+            recipe, seed, data, t, v, f, resume))
+        if recipe.generations > 1:
+            logits = predict_logits(student, data.test, recipe.student.inputs)
+            generation_accuracy.append(accuracy_summary(data.test.tensors["labels"], logits, 0.95)["accuracy"])
+    return student, generation_accuracy
 
 
 def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle, labels: torch.Tensor,
