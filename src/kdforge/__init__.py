@@ -14,7 +14,7 @@ from kdforge.report.run import regenerate_report  # noqa: E402
 
 __all__ = [
     "LOSSES", "Capture", "DataSpec", "DistillLoss", "DistillResult", "EvalOptions", "KDForgeError", "LossTerm",
-    "ModelSpec", "Outputs", "Recipe", "RecipeError", "RunResult", "ShapeMismatchError", "Targets", "TeacherSpec", "TrainConfig",
-    "TrainingError", "UnknownNameError", "__version__", "distill", "evaluate_pair", "export_student", "load_recipe",
-    "regenerate_report", "run_recipe",
+    "ModelSpec", "Outputs", "Recipe", "RecipeError", "RunResult", "ShapeMismatchError", "Targets", "TeacherSpec",
+    "TrainConfig", "TrainingError", "UnknownNameError", "__version__", "distill", "evaluate_pair", "export_student",
+    "load_recipe", "regenerate_report", "run_recipe",
 ]
