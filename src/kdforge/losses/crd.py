@@ -29,8 +29,9 @@ def nce_loss(log_scores: Tensor, num_samples: int) -> Tensor:
     """
     batch, k = log_scores.shape[0], log_scores.shape[1] - 1
     log_noise = torch.full_like(log_scores, math.log(k / num_samples))  # log(K · P_n)
-    log_h = log_scores - torch.logaddexp(log_scores, log_noise)  # log P / (P + K·P_n)
-    log_one_minus_h = log_noise - torch.logaddexp(log_scores, log_noise)  # log K·P_n / (P + K·P_n)
+    log_denominator = torch.logaddexp(log_scores, log_noise)  # log (P + K·P_n)
+    log_h = log_scores - log_denominator  # log P / (P + K·P_n)
+    log_one_minus_h = log_noise - log_denominator  # log K·P_n / (P + K·P_n)
     return -(log_h[:, 0].sum() + log_one_minus_h[:, 1:].sum()) / batch
 
 
