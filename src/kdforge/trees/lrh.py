@@ -195,6 +195,8 @@ class LRHTreeDistiller(TeacherTreeEstimator):
             raise ValueError(f"{type(self).__name__}.fit: give a pool X of unlabelled inputs, or a sampler.")
         X = self._validate_input(X, reset=True) if X is not None else None
         self._reset_classes()
+        # layer names and the representation are checked before any sampling or teacher call
+        represent = make_representation(self.teacher, self.layers, self.representation, type(self).__name__)
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -210,7 +212,6 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         timings["sample_and_label"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        represent = make_representation(self.teacher, self.layers, self.representation, type(self).__name__)
         phi_probe = represent(X_probe.astype(np.float32))
         phi_val = represent(X_val.astype(np.float32))
         probes = RidgeProbes(self.ridge).fit(phi_probe)
