@@ -197,6 +197,34 @@ def bench_lm_size(workdir: Path, sequences: int, k: int = 64) -> dict:
             "tail_mass": float(tail.mean()), "tv": float((0.5 * (p - q).abs().sum(-1)).mean())}
 
 
+def demo_accuracy(work: Path) -> dict:
+    """The demo recipe (3 seeds, 30 epochs) with the teacher online, then from the cache of the same teacher."""
+    from importlib import resources
+
+    from kdforge.pipeline import run_recipe
+    from kdforge.recipe import load_recipe, recipe_from_dict
+
+    with resources.as_file(resources.files("kdforge") / "recipes" / "demo_digits.yaml") as path:
+        recipe = load_recipe(path, overrides=["teacher.train.progress=false", "train.progress=false",
+                                              "baseline=false"])
+    t0 = time.perf_counter()
+    online = run_recipe(recipe, out_dir=work / "demo-online")
+    online_s = time.perf_counter() - t0
+    data = recipe.model_dump(mode="json")
+    data["teacher"] = {"path": str(work / "demo-online" / "teacher"), "cache": str(work / "demo-cache")}
+    t0 = time.perf_counter()
+    cached = run_recipe(recipe_from_dict(data), out_dir=work / "demo-cached")
+    cached_s = time.perf_counter() - t0
+
+    def per_seed(result, key):
+        return {seed: r.metrics.get(key) for seed, r in result.students.items()}
+
+    return {"online": per_seed(online, "accuracy"), "cached": per_seed(cached, "accuracy"),
+            "online_train_s": per_seed(online, "train_seconds"), "cached_train_s": per_seed(cached, "train_seconds"),
+            "online_mean": online.report["student"]["accuracy"], "cached_mean": cached.report["student"]["accuracy"],
+            "teacher": online.report["teacher"]["accuracy"], "online_run_s": online_s, "cached_run_s": cached_s}
+
+
 def _cpu_per_call(fn, n: int = 300) -> float:
     """Median process CPU time of one call, over `n` calls in blocks of 10."""
     for _ in range(20):
@@ -274,8 +302,8 @@ def _table(results: list[dict], key: str) -> list[str]:
     return lines
 
 
-def markdown(results: list[dict], lm: dict, profile: list[tuple[str, float]], args, seconds: float,
-             load: tuple[float, float]) -> str:
+def markdown(results: list[dict], lm: dict, profile: list[tuple[str, float]], demo: dict | None, args,
+             seconds: float, load: tuple[float, float]) -> str:
     lines = [
         "# Speed of distillation: plain vs online KD vs cached KD",
         "",
@@ -310,7 +338,52 @@ def markdown(results: list[dict], lm: dict, profile: list[tuple[str, float]], ar
         "| what | us |",
         "|---|---:|",
         *[f"| {what} | {us * 1e6:.0f} |" for what, us in profile],
+        "",
+        "What profiling the step (cProfile over `fit`, then the calls above) found and removed:",
+        "",
+        "- **Accelerate's optimizer wrapper** re-checked an optional package with `importlib.util.find_spec` "
+        "twice per `step()` and ran `inspect.signature` in every `zero_grad()`: the largest single overhead of a "
+        "tiny step. `fit` now calls the wrapped optimizer directly when no gradient scaler, XLA or DeepSpeed is "
+        "involved (the wrapper only forwards then).",
+        "- **One device sync per loss term** (`float(value)` for each term): now one `stack().tolist()` per "
+        "micro-batch. On a GPU that is one sync a step instead of three.",
+        "- The progress bar was updated (and its text formatted) every step even when disabled; the loss was "
+        "divided by `grad_accum` even when it is 1 (an extra autograd node).",
+        "- **Teacher outputs are never recomputed**: the cache runs the teacher once; a batch costs an id lookup "
+        "(one gather for ids 0..N-1), the content hash (one exact float64 matrix product) and one gather.",
+        "- **Data**: batches are gathers from in-memory tensors (no DataLoader, no worker processes, ~10 us a "
+        "batch), so there is no loader stall to hide. With a GPU, a store under 2 GiB is copied to device memory "
+        "once; a larger one is gathered on the host into pinned memory and copied asynchronously.",
+        "",
+        "What remains at the tiny size is real work: the KD loss itself (two log-softmaxes, the KL and their "
+        "backward: the difference between the first two rows) and Adam over four parameter tensors. At the "
+        "realistic size the student's matrix multiplies dominate and the cached KD epoch costs what a plain "
+        "one does.",
     ]
+    if demo is not None:
+        seeds = sorted(demo["online"])
+
+        def fmt(values, spec=".2%"):
+            return " ".join(format(v, spec) for v in values)
+
+        lines += [
+            "",
+            "## The demo, teacher online vs from the cache",
+            "",
+            "`kdforge demo`'s recipe (3 seeds, 30 epochs, 100 labels + transfer set), once with the teacher run "
+            "online, once with `teacher: {path: <the same trained teacher>, cache: DIR}`:",
+            "",
+            "| student | test accuracy per seed | mean | student training time per seed (s) |",
+            "|---|---|---:|---|",
+            f"| online teacher | {fmt(demo['online'][s] for s in seeds)} | {demo['online_mean']:.2%} | "
+            f"{fmt((demo['online_train_s'][s] for s in seeds), '.1f')} |",
+            f"| cached teacher (full logits) | {fmt(demo['cached'][s] for s in seeds)} | {demo['cached_mean']:.2%} | "
+            f"{fmt((demo['cached_train_s'][s] for s in seeds), '.1f')} |",
+            "",
+            f"Teacher test accuracy {demo['teacher']:.2%}. Whole runs (teacher training or loading, cache build, "
+            f"students, evaluation, report): {demo['online_run_s']:.0f} s online, {demo['cached_run_s']:.0f} s "
+            "cached.",
+        ]
     ratio = lm["topk_payload"] / lm["full_payload"]
     lines += [
         "",
@@ -341,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--big-epochs", type=int, default=3, help="Epochs per run at the realistic size.")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-demo", action="store_true", help="Skip the demo accuracy comparison.")
     parser.add_argument("--quick", action="store_true", help="A smoke run: 3 epochs, 1 repeat, tiny size only.")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "speed.md")
     args = parser.parse_args(argv)
@@ -365,9 +439,11 @@ def main(argv: list[str] | None = None) -> None:
                                       args.big_epochs, args.repeats, work, k=5))
         lm = bench_lm_size(work, sequences=8 if args.quick else 32)
         profile = step_profile(data, cnn, work)
-    text = markdown(results, lm, profile, args, time.perf_counter() - started, (load_start, os.getloadavg()[0]))
+        demo = None if args.quick or args.no_demo else demo_accuracy(work)
+    text = markdown(results, lm, profile, demo, args, time.perf_counter() - started, (load_start, os.getloadavg()[0]))
     io.write_text(args.out, text)
-    io.write_json(args.out.with_suffix(".json"), {"results": results, "lm_size": lm, "step_profile_s": profile})
+    io.write_json(args.out.with_suffix(".json"), {"results": results, "lm_size": lm, "step_profile_s": profile,
+                                                  "demo": demo})
     print(text)
 
 

@@ -61,6 +61,9 @@ def row_hashes(batch: Mapping[str, Tensor], keys: Sequence[str]) -> Tensor:
     Two linear hashes of the row's 16-bit words with fixed pseudo-random weights, computed as one exact
     float64 matrix product and reduced modulo 2^31 - 1: a few tensor ops per batch, on the batch's device.
     """
+    rows = len(batch[keys[0]])
+    if rows == 0:
+        return torch.empty(0, dtype=torch.long, device=batch[keys[0]].device)
     parts = [_as_words(batch[key]) for key in keys]
     words = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     weights = _weights(words.shape[1], words.device)
