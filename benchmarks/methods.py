@@ -145,9 +145,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows: dict[str, dict[str, dict]] = {}
+    stored = RESULTS / "methods.json"  # a rerun of some methods keeps the other rows
+    rows: dict[str, dict[str, dict]] = json.loads(stored.read_text()) if stored.is_file() else {}
     for dataset in args.datasets.split(","):
-        rows[dataset] = {}
+        rows.setdefault(dataset, {})
         for method in args.methods.split(","):
             recipe = method_recipe(dataset, method, seeds)
             if recipe is None:
@@ -163,14 +164,22 @@ def main() -> None:
             out = CACHE / dataset / "runs" / method
             report = run_recipe(recipe_from_dict(recipe), out_dir=out, overwrite=True).report
             seconds = time.perf_counter() - started
-            rows[dataset][method] = {"report": report, "seconds": seconds}
+            rows[dataset][method] = {"report": _kept(report["student"], report["teacher"]), "seconds": seconds}
             if "scratch" in report:
-                rows[dataset]["scratch"] = {"report": {"student": report["scratch"], "teacher": report["teacher"]},
-                                            "seconds": None}
+                rows[dataset]["scratch"] = {"report": _kept(report["scratch"], report["teacher"]), "seconds": None}
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            stored.write_text(json.dumps(rows, indent=1))
             student = report["student"]
             print(f"{dataset:14s} {method:11s} acc {summarise([m['accuracy'] for m in student['per_seed']])}  "
                   f"agreement {100 * student['agreement']:.2f}  ({seconds:.0f} s)", flush=True)
     write_results(rows, seeds)
+
+
+def _kept(student: dict, teacher: dict) -> dict:
+    """The numbers the table needs, small enough to keep in benchmarks/results/methods.json."""
+    return {"student": {"agreement": student["agreement"], "agreement_lower_95": student["agreement_lower_95"],
+                        "per_seed": [{"seed": m["seed"], "accuracy": m["accuracy"]} for m in student["per_seed"]]},
+            "teacher": {"accuracy": teacher["accuracy"], "params": teacher["params"]}}
 
 
 def write_results(rows: dict[str, dict[str, dict]], seeds: list[int]) -> None:
@@ -189,6 +198,8 @@ def write_results(rows: dict[str, dict[str, dict]], seeds: list[int]) -> None:
              "split, mean ± std over seeds; the bound is the weakest seed's one-sided 95% Clopper-Pearson lower "
              "bound on agreement; time is the wall time of all seeds (teacher training excluded, it is cached).", ""]
     fig, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4), squeeze=False)
+    seeds = sorted({m["seed"] for methods in rows.values() for r in methods.values()
+                    for m in r["report"]["student"]["per_seed"]})
     for ax, (dataset, methods) in zip(axes[0], rows.items(), strict=True):
         if not methods:
             continue
@@ -197,7 +208,7 @@ def write_results(rows: dict[str, dict[str, dict]], seeds: list[int]) -> None:
                   f"({teacher['params']:,} parameters).", "",
                   "| method | student accuracy (%) | agreement with teacher (%) | 95% lower bound (%) | time (s) |",
                   "|---|---:|---:|---:|---:|"]
-        order = ["scratch"] + [m for m in methods if m != "scratch"]
+        order = ["scratch"] + [m for m in METHODS if m in methods]
         names, means, stds = [], [], []
         for method in order:
             if method not in methods:

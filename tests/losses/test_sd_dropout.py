@@ -44,3 +44,15 @@ def test_module_supplies_a_different_dropout_view_only_when_the_term_is_active()
     assert module(batch, Outputs())["sd_dropout"].item() > 0
     module.set_step(2)
     assert module._student_outputs(batch).views == []
+
+
+def test_only_labelled_rows_count_by_default():
+    z, w = torch.randn(4, 3), torch.randn(4, 3)
+    labels = torch.tensor([0, -100, 2, -100])
+    mixed = SDDropoutLoss()(Outputs(logits=z, views=[w]), Outputs(), Targets(labels=labels))
+    labelled = SDDropoutLoss()(Outputs(logits=z[[0, 2]], views=[w[[0, 2]]]), Outputs(), Targets())
+    every = SDDropoutLoss(rows="all")(Outputs(logits=z, views=[w]), Outputs(), Targets(labels=labels))
+    assert mixed.item() == pytest.approx(labelled.item())
+    assert every.item() == pytest.approx(SDDropoutLoss()(Outputs(logits=z, views=[w]), Outputs(), Targets()).item())
+    with pytest.raises(ValueError, match="'rows' parameter"):
+        SDDropoutLoss(rows="some")
