@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 
 from kdforge.data.tensors import TensorData
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
@@ -24,9 +26,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _launched_on_cpu_only() -> bool:
+    """Started by `torchrun`/`accelerate launch` with several processes on a machine without CUDA.
+
+    Accelerate forms the process group on CPU (gloo) only when told `cpu=True`; without it every process
+    would silently train alone on the whole data and write the same files.
+    """
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    xpu = getattr(torch, "xpu", None)
+    return launched and not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
+
+
+def process_state() -> PartialState:
+    """The process layout (rank, world size), initialised the way `make_accelerator` needs it."""
+    return PartialState(cpu=_launched_on_cpu_only())
+
+
 def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
-    """One Accelerator for the run; device and process layout come from `accelerate launch` (CPU by default)."""
-    return Accelerator(mixed_precision=mixed_precision)
+    """One Accelerator for the run; device and process layout come from `accelerate launch` or `torchrun`
+    (CPU by default; several CPU processes use gloo)."""
+    return Accelerator(mixed_precision=mixed_precision, cpu=_launched_on_cpu_only())
 
 
 def build_loss(terms: Sequence[LossTerm]) -> WeightedSum:
@@ -58,6 +77,7 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
                 f"recipe.taps.{side}: the losses read {missing}, which are not declared. "
                 f"Add them under taps.{side} as name: module.path."
             )
+    _check_devices(module, teacher)
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -75,7 +95,12 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
             _check_labels(batch, module)
             module._student_outputs(batch)
             module.capture.check_fired()
-            terms = standard_step(module, teacher, batch)
+            try:
+                terms = standard_step(module, teacher, batch)
+            except ShapeMismatchError as exc:
+                if "recipe." in str(exc):
+                    raise
+                raise ShapeMismatchError(f"recipe.teacher / recipe.student (checked on one batch): {exc}") from None
         bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
         if bad:
             raise KDForgeError(f"preflight: loss term(s) {bad} are not finite on the first batch. Check the inputs.")
@@ -93,6 +118,31 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     if teacher is not None:
         shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})
     return shapes
+
+
+def _check_devices(module: DistillModule, teacher: object) -> None:
+    """Every model has real weights (not the meta device) on one device, and teacher and student share it."""
+    sides = {"recipe.student": module.student}
+    if module.peer is not None:
+        sides["recipe.teacher"] = module.peer
+    elif isinstance(teacher, OnlineTeacher):
+        sides["recipe.teacher"] = teacher.model
+    found: dict[str, set[str]] = {}
+    for where, model in sides.items():
+        devices = {str(t.device) for t in itertools.chain(model.parameters(), model.buffers())}
+        if "meta" in devices:
+            raise KDForgeError(
+                f"{where}: parameters on device meta (shapes without values). Make the factory return a model with "
+                "real weights (not device='meta' or init_empty_weights), on the CPU.")
+        if len(devices) > 1:
+            raise KDForgeError(f"{where}: parameters on several devices {sorted(devices)}. Create the model on the "
+                               "CPU; kdforge moves it to the accelerator's device.")
+        found[where] = devices
+    if len(set().union(*found.values())) > 1:
+        raise KDForgeError(
+            "recipe.teacher / recipe.student: the teacher is on " + ", ".join(sorted(found["recipe.teacher"]))
+            + " and the student on " + ", ".join(sorted(found["recipe.student"])) + ". Create both on the CPU "
+            "(kdforge moves them to the accelerator's device), or on the same device.")
 
 
 def _check_labels(batch: dict, module: DistillModule) -> None:

@@ -175,7 +175,8 @@ def inspect(
         try:
             model_args = json.loads(args)
         except json.JSONDecodeError as exc:
-            raise KDForgeError(f"--args: not valid JSON ({exc.msg}).") from None
+            raise KDForgeError(f"--args: not valid JSON ({exc.msg}). Give a JSON object, e.g. "
+                               "--args '{\"hidden\": [64]}'.") from None
         info = load_data(DataSpec(source=data)).info if spec.startswith("builtin:") else None
         model, _ = build_model(spec, model_args, info, "inspect", base_dir=Path.cwd())
     table = Table("module path", "type", "params")

@@ -42,7 +42,8 @@ def resolve_py_ref(ref: str, where: str, search_dir: str | Path | None = None) -
         if not hasattr(obj, part):
             public = [name for name in dir(obj) if not name.startswith("_")]
             raise RecipeError(
-                f"{where}: {module_name!r} has no attribute {part!r} (from {ref!r}).{did_you_mean(part, public)}"
+                f"{where}: {module_name!r} has no attribute {part!r} (from {ref!r}).{did_you_mean(part, public)} "
+                "Check the name after the ':'."
             )
         obj = getattr(obj, part)
     return obj

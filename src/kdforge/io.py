@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,20 +18,75 @@ from safetensors.torch import load_file, save_file
 
 from kdforge.errors import KDForgeError
 
+TEMP_SUFFIX = ".tmp"
+
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device. Free some space, or choose another --out",
+    errno.EROFS: "the file system is read-only. Choose a writable --out",
+    errno.EACCES: "permission denied. Choose a folder you can write to (--out), or fix its permissions",
+    errno.EPERM: "operation not permitted. Choose a folder you can write to (--out), or fix its permissions",
+    errno.EDQUOT: "disk quota exceeded. Free some space, or choose another --out",
+}
+
+
+def os_error(exc: OSError, path: str | Path, doing: str = "write") -> KDForgeError:
+    """A one-line KDForgeError for a failed write, saying what to do (disk full, read-only, permissions)."""
+    reason = _OS_ERRORS.get(exc.errno or -1, f"{exc.strerror or exc}")
+    return KDForgeError(f"cannot {doing} {str(path)!r}: {reason}.")
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: always, except the non-main processes of a distributed run.
+
+    Under `torchrun`/`accelerate launch` every process runs the same code; only rank 0 touches the run folder,
+    so reports, checkpoints and models are written once, whole, and never by two processes at a time.
+    """
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; on success it is renamed onto `path` (atomic on POSIX)."""
+    """Yield a temporary path in the same folder; on success it is renamed onto `path` (atomic on POSIX).
+
+    An interrupted write leaves at most a hidden `.NAME.*.tmp`, which no reader takes for the real file
+    (`remove_stale_temps` clears them). Disk-full, read-only and permission errors become `KDForgeError`.
+    In the non-main processes of a distributed run the result is discarded (see `is_writer`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
+    writer = is_writer()
     try:
+        if writer:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # a process that does not write works in the system's temp folder, leaving the run folder alone
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent if writer else None)
+        os.close(fd)
         yield Path(tmp)
-        os.replace(tmp, path)
+        if writer:
+            os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in _OS_ERRORS:
+            raise os_error(exc, path) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders an interrupted write left in `folder` (not recursive)."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir() or not is_writer():
+        return removed
+    for stale in folder.glob(f".*{TEMP_SUFFIX}"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kdforge import io
-from kdforge.build import build_loss, make_accelerator, preflight, seed_everything
+from kdforge.build import build_loss, make_accelerator, preflight, process_state, seed_everything
 from kdforge.data import DataBundle, load_data
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits, validator
@@ -58,11 +58,42 @@ class RunResult:
 
 
 def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run folder needs --resume (same recipe) or --overwrite."""
+    """Refuse to mix runs: an existing run folder needs --resume (same recipe) or --overwrite.
+
+    With several processes (torchrun, accelerate launch) every process checks the folder as it was, then only
+    the main process changes it; an error there reaches every process, so none waits for the others forever.
+    """
+    state = process_state()
+    _check_run_dir(out_dir, recipe, resume, overwrite)
+    state.wait_for_everyone()
+    message = [None]
+    if state.is_main_process:
+        try:
+            _make_run_dir(out_dir, recipe, overwrite)
+        except KDForgeError as exc:
+            message[0] = str(exc)
+    if state.num_processes > 1:
+        torch.distributed.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise KDForgeError(message[0])
+
+
+def _make_run_dir(out_dir: Path, recipe: Recipe, overwrite: bool) -> None:
+    try:
+        if overwrite and out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        io.remove_stale_temps(out_dir)
+        io.write_text(out_dir / RUN_MARKER, dump_recipe(recipe))
+    except OSError as exc:
+        raise io.os_error(exc, out_dir) from None
+
+
+def _check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
     marker = out_dir / RUN_MARKER
     if marker.is_file():
         if overwrite:
-            shutil.rmtree(out_dir)
+            return
         elif resume:
             if marker.read_text() != dump_recipe(recipe):
                 raise KDForgeError(
@@ -74,19 +105,13 @@ def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool
                 f"output dir {str(out_dir)!r} already holds a run. Pass --resume to continue it, "
                 "--overwrite to replace it, or choose another --out."
             )
+    elif out_dir.exists() and not out_dir.is_dir():
+        raise KDForgeError(f"output dir {str(out_dir)!r} is a file, not a folder. Choose another --out.")
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise KDForgeError(
             f"output dir {str(out_dir)!r} exists and is not empty (and is not a kdforge run). "
             "Choose another --out, or pass --overwrite to replace it."
         )
-    elif out_dir.exists() and overwrite:
-        shutil.rmtree(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        io.write_text(marker, dump_recipe(recipe))
-    except OSError as exc:
-        raise KDForgeError(f"output dir {str(out_dir)!r} is not writable ({exc.strerror}). Choose another --out.") \
-            from None
 
 
 def environment() -> dict[str, Any]:
@@ -100,7 +125,7 @@ def environment() -> dict[str, Any]:
         "kdforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "accelerate": accelerate.__version__, "numpy": numpy.__version__,
         "scikit-learn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
+        "cuda": torch.cuda.is_available(), "world_size": process_state().num_processes,
     }
 
 
@@ -184,7 +209,7 @@ def save_summary(summary: TrainSummary, folder: Path) -> None:
     last step's student as last.safetensors, so the report can show best-epoch and last-epoch figures."""
     io.write_json(folder / "train_summary.json", {
         "steps": summary.steps, "best_step": summary.best_step, "stopped_early": summary.stopped_early,
-        "seconds": summary.seconds,
+        "seconds": summary.seconds, "nonfinite_skipped": summary.nonfinite_skipped,
     })
     if summary.last_weights is not None:
         student = {k.removeprefix("student."): v for k, v in summary.last_weights.items() if k.startswith("student.")}

@@ -47,6 +47,10 @@ class TrainConfig(_Strict):
     patience: int | None = Field(None, ge=1, description="Stop after N evaluations without improvement.")
     seed: int = 0
     progress: bool = True
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss stops the run (naming step, term and last checkpoint), or the step is "
+        "skipped (no update) and counted.")
+    max_nonfinite: int = Field(10, ge=1, description="nonfinite: skip stops the run after this many skipped steps.")
 
 
 class ModelSpec(_Strict):

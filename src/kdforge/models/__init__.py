@@ -95,6 +95,8 @@ def save_model(model: nn.Module, folder: str | Path, spec: str, args: dict[str, 
                extra: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` and `model.json` (atomically, each) into `folder`."""
     folder = Path(folder)
+    if not io.is_writer():  # the other processes of a distributed run: the main process saves the model
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "model.safetensors"
     io.save_tensors(weights, model.state_dict(), metadata={"format": MODEL_FORMAT})

@@ -36,6 +36,7 @@ class LoopState:
     best_step: int | None = None
     evals_since_best: int = 0
     evals: list[dict[str, float]] = field(default_factory=list)
+    nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss (train.nonfinite: skip)
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -66,12 +67,18 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
 
 def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     state: LoopState, best_weights: dict[str, torch.Tensor] | None, keep: int = 1) -> Path:
-    """Write a complete checkpoint for `state.step` and point `latest` at it; prune older ones."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write a complete checkpoint for `state.step` and point `latest` at it; prune older ones.
+
+    Leftovers of an interrupted write (`.step-*.tmp`, `.latest.*.tmp`) are removed first; no reader looks at them.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        io.remove_stale_temps(folder)
+        tmp = folder / f".step-{state.step:08d}{io.TEMP_SUFFIX}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise io.os_error(exc, folder) from None
     final = folder / f"step-{state.step:08d}"
-    tmp = folder / f".step-{state.step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     io.save_tensors(tmp / "module.safetensors", module.state_dict())
     if best_weights is not None:
         io.save_tensors(tmp / "best.safetensors", best_weights)
@@ -88,7 +95,10 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
     }
     io.write_json(tmp / "manifest.json", manifest)
     shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        tmp.rename(final)
+    except OSError as exc:
+        raise io.os_error(exc, final) from None
     io.write_text(folder / "latest", final.name + "\n")
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -56,6 +56,7 @@ class TrainSummary:
     evals: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     last_weights: dict[str, Tensor] | None = None  # the module at the last step, when `select: best` replaced it
+    nonfinite_skipped: int = 0  # steps skipped for a NaN/inf loss (train.nonfinite: skip)
 
 
 def steps_for(cfg: TrainConfig, n_samples: int) -> int:
@@ -82,11 +83,25 @@ class _Log:
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
         io.write_text(path, "".join(line + "\n" for line in kept))
-        self.handle = path.open("a", encoding="utf-8")
+        try:
+            self.handle = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise io.os_error(exc, path) from None
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            self.handle.write(json.dumps(record) + "\n")
+            try:
+                self.handle.write(json.dumps(record) + "\n")
+            except OSError as exc:
+                raise io.os_error(exc, self.path) from None
+
+    def flush(self) -> None:
+        """Before a checkpoint: a killed run must not resume from a step whose log lines were still buffered."""
+        if self.enabled:
+            try:
+                self.handle.flush()
+            except OSError as exc:
+                raise io.os_error(exc, self.path) from None
 
     def close(self) -> None:
         if self.enabled:
@@ -129,9 +144,11 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
         while state.step < job.total_steps and not stopped_early:
             sums: dict[str, float] = {}
+            rows = 0
             module.set_step(state.step)
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(stream), accelerator.device)
+                rows += len(next(iter(batch.values())))
                 syncing = micro == cfg.grad_accum - 1
                 with contextlib.nullcontext() if syncing else accelerator.no_sync(prepared):
                     terms = job.step_fn(prepared, job.teacher, batch)
@@ -141,28 +158,31 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
                 for key, value in zip(terms, values, strict=True):
                     sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+            if accelerator.num_processes > 1:
+                sums = _global_mean(accelerator, sums, rows)
             if not math.isfinite(sums["loss"]):
-                bad = [k for k, v in sums.items() if k != "loss" and not math.isfinite(v)] or ["loss"]
-                last = latest_checkpoint(ckpt_dir)
-                raise TrainingError(
-                    f"{job.name}: non-finite loss at step {state.step + 1} in term(s) {', '.join(bad)} "
-                    f"({', '.join(f'{k}={sums[k]}' for k in bad)}). Last good checkpoint: "
-                    f"{last if last else 'none'}. Lower the learning rate or set train.grad_clip."
-                )
-            if cfg.grad_clip is not None:
-                accelerator.clip_grad_norm_(params, cfg.grad_clip)
-            stepper.step()
-            scheduler.step()
-            stepper.zero_grad(set_to_none=True)
-            state.step += 1
-            log.write({"step": state.step, "epoch": state.step / steps_per_epoch,
-                       "lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in sums.items()}})
+                bad = _nonfinite_step(job, state, sums, ckpt_dir)
+                stepper.zero_grad(set_to_none=True)
+                scheduler.step()  # the step counts (data and schedule stay aligned); only the update is skipped
+                state.step += 1
+                log.write({"step": state.step, "epoch": state.step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
+                           "nonfinite": bad, "nonfinite_skipped": state.nonfinite_skipped})
+            else:
+                if cfg.grad_clip is not None:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                stepper.step()
+                scheduler.step()
+                stepper.zero_grad(set_to_none=True)
+                state.step += 1
+                log.write({"step": state.step, "epoch": state.step / steps_per_epoch,
+                           "lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in sums.items()}})
             if not bar.disable:
                 bar.update(task, advance=1, info=f"loss {sums['loss']:.4f}")
             if job.validate is not None and (state.step % eval_every == 0 or state.step == job.total_steps):
                 stopped_early, best_weights = _evaluate(job, accelerator, prepared, state, best_weights, log)
             if state.step % ckpt_every == 0 or state.step == job.total_steps or stopped_early:
                 if main:
+                    log.flush()
                     save_checkpoint(ckpt_dir, accelerator.unwrap_model(prepared), optimizer, scheduler, state,
                                     best_weights, keep=cfg.keep_checkpoints)
                 accelerator.wait_for_everyone()
@@ -173,7 +193,38 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         last_weights = {k: v.detach().clone().cpu() for k, v in final.state_dict().items()}
         final.load_state_dict(best_weights)
     return TrainSummary(state.step, state.best_step, stopped_early, state.evals, time.perf_counter() - started,
-                        last_weights)
+                        last_weights, state.nonfinite_skipped)
+
+
+def _global_mean(accelerator: Accelerator, sums: dict[str, float], rows: int) -> dict[str, float]:
+    """The loss terms over the whole global batch: each process's means weighted by its rows (one all-reduce),
+    so the logged curve, the non-finite check and early stopping agree on every process and with one process."""
+    local = torch.tensor([*(v * rows for v in sums.values()), float(rows)], dtype=torch.float64,
+                         device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum").tolist()
+    return {key: value / total[-1] for key, value in zip(sums, total[:-1], strict=True)}
+
+
+def _nonfinite_step(job: TrainJob, state: LoopState, sums: dict[str, float], ckpt_dir: Path) -> list[str]:
+    """A NaN/inf loss: stop with the step, the bad term(s) and the last good checkpoint, or (train.nonfinite:
+    skip) count the step as skipped and return the bad terms, until more than max_nonfinite were skipped."""
+    cfg = job.config
+    bad = [k for k, v in sums.items() if k != "loss" and not math.isfinite(v)] or ["loss"]
+    where = (f"non-finite loss at step {state.step + 1} in term(s) {', '.join(bad)} "
+             f"({', '.join(f'{k}={sums[k]}' for k in bad)})")
+    if cfg.nonfinite == "skip" and state.nonfinite_skipped < cfg.max_nonfinite:
+        state.nonfinite_skipped += 1
+        logger.warning("%s: %s; step skipped (%d of at most %d, train.max_nonfinite).", job.name, where,
+                       state.nonfinite_skipped, cfg.max_nonfinite)
+        return bad
+    last = latest_checkpoint(ckpt_dir)
+    skipped = (f" after {state.nonfinite_skipped} skipped step(s), more than train.max_nonfinite={cfg.max_nonfinite}"
+               if cfg.nonfinite == "skip" else "")
+    raise TrainingError(
+        f"{job.name}: {where}{skipped}. Last good checkpoint: {last if last else 'none'}. "
+        "Lower the learning rate or set train.grad_clip"
+        + (", or set train.nonfinite: skip to skip such steps." if cfg.nonfinite == "stop" else ".")
+    )
 
 
 def _plain_optimizer(accelerator: Accelerator, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
