@@ -48,9 +48,9 @@ class PKDLoss(DistillLoss):
     L2 normalisation.
 
     h = pooled state / ||pooled state||₂ per sample; loss = mean over pairs of mean over samples of
-    ||h_s - h_t||₂² (in [0, 4]; equal to 2 - 2·cos). The paper (Eq. 5) sums over samples and layers, and the
-    authors' code averages over elements with F.mse_loss (dividing by the width too); the mean used here only
-    rescales that, and the paper's beta (100 to 500) becomes the recipe weight. Pair layers with a layer map:
+    ||h_s - h_t||₂² (in [0, 4]; equal to 2 - 2·cos). The paper (Eq. 5) sums over samples and layers; the
+    authors' code averages over elements with F.mse_loss, dividing by the width D as well, so their beta
+    (100 to 500 for BERT, D = 768) corresponds to a recipe weight of beta / D here. Pair layers with a layer map:
     `pairs: {map: skip, student: [...], teacher: [...]}` is PKD-Skip, `map: last` is PKD-Last.
 
     Sun, Cheng, Gan & Liu, "Patient Knowledge Distillation for BERT Model Compression", EMNLP 2019.
