@@ -57,3 +57,15 @@ def test_mutual_learning_seeds_are_independent(tmp_path, tiny_recipe_dict):
     alone = run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "alone")
     for key, value in alone.students[1].model.state_dict().items():  # seed 1 never sees seed 0's trained peer
         assert torch.equal(value, both.students[1].model.state_dict()[key]), key
+
+
+def test_mutual_learning_refuses_feature_terms(tiny_recipe_dict, tmp_path):
+    import pytest
+
+    from kdforge.errors import RecipeError
+
+    tiny_recipe_dict["teacher"] = {"model": "builtin:mlp", "args": {"hidden": [32]}, "online": True}
+    tiny_recipe_dict["taps"] = {"student": {"h": "blocks.0"}, "teacher": {"h": "blocks.0"}}
+    tiny_recipe_dict["losses"] = [{"name": "kd"}, {"name": "fitnet", "pairs": [["h", "h"]]}]
+    with pytest.raises(RecipeError, match="only logit-level losses"):
+        run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "run")

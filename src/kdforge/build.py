@@ -65,7 +65,8 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
     """One small batch through teacher, student and loss before training: every tap fires, every tap a loss
     reads is declared, labels fit the student's outputs, the loss is finite and reaches the student.
 
-    Runs in eval mode so batch-norm statistics are not updated; gradients are cleared afterwards.
+    Runs in train mode (so training-only branches fire their hooks) and puts every buffer back afterwards,
+    so batch-norm statistics are untouched; gradients are cleared too.
     Returns the captured shapes (for logging).
     """
     needed_student, needed_teacher = module.loss.required_taps()

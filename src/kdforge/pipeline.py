@@ -83,7 +83,7 @@ def _make_run_dir(out_dir: Path, recipe: Recipe, overwrite: bool) -> None:
         if overwrite and out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temps(out_dir)
+        io.remove_stale_temps(out_dir, recursive=True)  # what a killed run left half-written
         io.write_text(out_dir / RUN_MARKER, dump_recipe(recipe))
     except OSError as exc:
         raise io.os_error(exc, out_dir) from None
@@ -237,6 +237,11 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
     seed_everything(seed)
     student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
     loss = build_loss(recipe.losses)
+    if recipe.teacher.online and any(loss.required_taps()):
+        raise RecipeError(
+            "recipe.losses: mutual learning (teacher.online) applies every term in both directions, so only "
+            "logit-level losses (kd, logit_mse, dkd, ...) fit; remove the feature terms or use a trained teacher."
+        )
     peer = copy.deepcopy(teacher).train().requires_grad_(True) if recipe.teacher.online else None
     if peer is not None:
         teacher_val_logits = None  # the peer changes as it learns: no fixed teacher to agree with
