@@ -323,16 +323,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe: the top level must be a mapping of keys; got {type(data).__name__}.")
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> None:
+    """Apply `key.path=value` strings to a parsed recipe, in place."""
     for text in overrides or []:
         key, value = parse_override(text)
         try:
             set_by_path(data, key, value)
         except (IndexError, ValueError, TypeError, AttributeError) as exc:
             raise RecipeError(f"--set {text!r}: no such place in the recipe ({exc}).") from exc
+
+
+def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe: the top level must be a mapping of keys; got {type(data).__name__}.")
+    apply_overrides(data, overrides)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -342,13 +347,13 @@ def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: l
     return recipe.check()
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read and validate a YAML recipe. Relative paths inside it resolve against its folder."""
+def read_yaml(path: str | Path, examples: str = "recipes/") -> Any:
+    """`yaml.safe_load` of a recipe file, with errors that name the file, the line and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe: file {str(path)!r} does not exist. Check the path (see recipes/ for examples).")
+        raise RecipeError(f"recipe: file {str(path)!r} does not exist. Check the path (see {examples} for examples).")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -356,7 +361,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"recipe {str(path)!r}: malformed YAML{at}: {problem}. Fix the syntax there.") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"recipe {str(path)!r}: not UTF-8 text ({exc.reason}).") from None
-    return recipe_from_dict(data, base_dir=path.parent, overrides=overrides)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a YAML recipe. Relative paths inside it resolve against its folder."""
+    return recipe_from_dict(read_yaml(path), base_dir=Path(path).parent, overrides=overrides)
 
 
 def dump_recipe(recipe: Recipe) -> str:

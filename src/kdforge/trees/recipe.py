@@ -146,23 +146,12 @@ def check_distiller_params(method: str, params: dict[str, Any], where: str) -> N
 
 def load_tree_recipe(path: str | Path, overrides: list[str] | None = None) -> TreeRecipe:
     """Read and validate a tree recipe (unknown keys and estimator parameters are errors with did-you-mean)."""
-    from kdforge.recipe import parse_override, set_by_path
+    from kdforge.recipe import apply_overrides, read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe: file {str(path)!r} does not exist. Check the path (see recipes/tree/).")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {str(path)!r}: malformed YAML ({str(exc).splitlines()[0]}).") from None
+    data = read_yaml(path, examples="recipes/tree/")
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {str(path)!r}: the top level must be a mapping of keys.")
-    for text in overrides or []:
-        key, value = parse_override(text)
-        try:
-            set_by_path(data, key, value)
-        except (IndexError, ValueError, TypeError, AttributeError) as exc:
-            raise RecipeError(f"--set {text!r}: no such place in the recipe ({exc}).") from exc
+    apply_overrides(data, overrides)
     try:
         recipe = TreeRecipe.model_validate(data)
     except ValidationError as exc:
