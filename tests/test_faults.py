@@ -301,3 +301,19 @@ def test_nonfinite_stop_is_the_default_and_says_how_to_skip(tmp_path, monkeypatc
         fit(make_job(tmp_path), Accelerator())
     with pytest.raises(RecipeError):
         load_recipe(write_recipe(tmp_path, yaml.safe_dump({"train": {"nonfinite": "ignore"}})))
+
+
+def test_resume_clears_what_a_killed_run_left_half_written(tmp_path, capsys, tiny_recipe_dict):
+    path = write_recipe(tmp_path, tiny_recipe_dict)
+    out = tmp_path / "run"
+    assert run_cli(["distill", path, "--out", str(out), "-q"], capsys)[0] in (0, None)
+    stale = [out / "seed-0" / "student" / ".model.safetensors.x1y2.tmp", out / ".report.json.a8b9.tmp",
+             out / "teacher" / "checkpoints" / ".step-00000099.tmp"]
+    stale[0].write_bytes(b"half a file")
+    stale[1].write_text('{"student": ')
+    stale[2].mkdir()
+    (stale[2] / "module.safetensors").write_bytes(b"")
+    code, _, err = run_cli(["distill", path, "--out", str(out), "-q", "--resume"], capsys)
+    assert code in (0, None), err
+    assert not [p for p in stale if p.exists()]
+    assert json.loads((out / "report.json").read_text())["student"]["accuracy"] > 0

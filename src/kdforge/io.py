@@ -74,13 +74,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temporary files and folders an interrupted write left in `folder` (not recursive)."""
+def remove_stale_temps(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files and folders an interrupted write left in `folder` (and below, if recursive).
+
+    Only call it where no write is in progress: at the start of a run, or in a folder this process alone writes.
+    """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir() or not is_writer():
         return removed
-    for stale in folder.glob(f".*{TEMP_SUFFIX}"):
+    pattern = f".*{TEMP_SUFFIX}"
+    for stale in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        if any(parent in removed for parent in stale.parents):
+            continue
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:

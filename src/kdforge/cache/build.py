@@ -117,10 +117,10 @@ def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory
 
     Only the main process writes; with several processes the others wait and then read the same store.
     """
-    from accelerate import PartialState
+    from kdforge.build import process_state
 
     spec, path = cache_spec(recipe, directory)
-    state = PartialState()
+    state = process_state()  # under torchrun on CPU too: one builder, the others wait
     status = "up to date"
     if state.is_main_process:
         status = _build(recipe, spec, path, data, teacher, overwrite)

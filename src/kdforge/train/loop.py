@@ -116,6 +116,7 @@ def _progress(enabled: bool) -> Progress:
 def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainSummary:
     """Train `job.module` for `job.total_steps` optimizer steps; resume from the latest checkpoint if asked."""
     cfg, module = job.config, job.module
+    _check_layout(job, accelerator)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"{job.name}: nothing to train (no parameter requires grad).")
@@ -148,11 +149,15 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
             module.set_step(state.step)
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(stream), accelerator.device)
-                rows += len(next(iter(batch.values())))
+                local_rows = len(next(iter(batch.values())))
+                rows += local_rows
                 syncing = micro == cfg.grad_accum - 1
                 with contextlib.nullcontext() if syncing else accelerator.no_sync(prepared):
                     terms = job.step_fn(prepared, job.teacher, batch)
                     loss = terms["loss"] if cfg.grad_accum == 1 else terms["loss"] / cfg.grad_accum
+                    if accelerator.num_processes > 1:  # DDP averages over processes: weight each by its rows
+                        global_rows = _global_rows(len(job.data), cfg.batch_size, state.step * cfg.grad_accum + micro)
+                        loss = loss * (local_rows * accelerator.num_processes / global_rows)
                     accelerator.backward(loss)
                 # one device sync per micro-batch for all terms, not one per term
                 values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
@@ -196,10 +201,30 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                         last_weights, state.nonfinite_skipped)
 
 
+def _check_layout(job: TrainJob, accelerator: Accelerator) -> None:
+    """Refuse sharded training (FSDP, DeepSpeed, Megatron) up front: checkpoints, validation and saved models
+    read whole weights on the main process, which a sharded model does not hold; it would hang or save one shard."""
+    from accelerate.utils import DistributedType
+
+    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if accelerator.distributed_type in sharded:
+        raise TrainingError(
+            f"{job.name}: accelerate is set up for {accelerator.distributed_type.value}, which kdforge's training "
+            "loop does not support yet (it checkpoints and validates whole weights). Use data parallel (DDP): "
+            "accelerate launch --config_file examples/accelerate/ddp.yaml, or torchrun (see docs/reliability.md)."
+        )
+
+
+def _global_rows(n: int, batch_size: int, batch_number: int) -> int:
+    """Rows in global batch number `batch_number` of the stream (`iterate_batches`: the last of an epoch is short)."""
+    position = batch_number % num_batches(n, batch_size)
+    return min(batch_size, n - position * batch_size)
+
+
 def _global_mean(accelerator: Accelerator, sums: dict[str, float], rows: int) -> dict[str, float]:
     """The loss terms over the whole global batch: each process's means weighted by its rows (one all-reduce),
     so the logged curve, the non-finite check and early stopping agree on every process and with one process."""
-    local = torch.tensor([*(v * rows for v in sums.values()), float(rows)], dtype=torch.float64,
+    local = torch.tensor([*(v * rows if rows else 0.0 for v in sums.values()), float(rows)], dtype=torch.float64,
                          device=accelerator.device)
     total = accelerator.reduce(local, reduction="sum").tolist()
     return {key: value / total[-1] for key, value in zip(sums, total[:-1], strict=True)}
