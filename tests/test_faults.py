@@ -140,7 +140,11 @@ def test_sigkill_while_writing_never_leaves_a_partial_file(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.3, 0.8))
+        deadline = time.monotonic() + 120
+        while not target.exists():  # one complete file first, then a kill at a random point of later writes
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if target.exists():
@@ -151,7 +155,7 @@ def test_sigkill_while_writing_never_leaves_a_partial_file(tmp_path):
         assert [p.name for p in tmp_path.iterdir() if p.name != target.name and not p.name.endswith(".tmp")] == []
         io.remove_stale_temps(tmp_path)
         assert [p.name for p in tmp_path.iterdir()] == ([target.name] if target.exists() else [])
-    assert seen, "the writer never finished one file; kill later"
+    assert seen
 
 
 def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path):
