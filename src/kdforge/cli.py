@@ -53,6 +53,10 @@ def _seeds(text: str | None) -> list[str]:
 
 
 def _print_summary(report: dict, out_dir: Path) -> None:
+    from kdforge.io import is_writer
+
+    if not is_writer():  # several processes (torchrun, accelerate launch): the main one speaks for the run
+        return
     seeds, n_test = len(report["seeds"]), report["data"]["test"]
     table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test})")
     for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
