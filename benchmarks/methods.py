@@ -218,8 +218,8 @@ def write_results(rows: dict[str, dict[str, dict]], seeds: list[int]) -> None:
             continue
         teacher = next(iter(methods.values()))["report"]["teacher"]
         spec = DATASETS[dataset]
-        lines += [f"## {dataset}", "", f"Teacher `{spec['teacher']['model']}` {spec['teacher']['args']}: test accuracy "
-                  f"{100 * teacher['accuracy']:.2f}% ({teacher['params']:,} parameters). Student "
+        lines += [f"## {dataset}", "", f"Teacher `{spec['teacher']['model']}` {spec['teacher']['args']}: "
+                  f"test accuracy {100 * teacher['accuracy']:.2f}% ({teacher['params']:,} parameters). Student "
                   f"`{spec['student']['model']}` {spec['student']['args']}, {spec['data']['student_labels']} "
                   "labelled training samples; the other training inputs are an unlabelled transfer set for the "
                   "methods with a teacher, while the methods without one (sd_dropout, multi_exit, rocket) train "
