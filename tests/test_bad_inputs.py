@@ -98,6 +98,14 @@ def _existing_run(flag=None, change=None):
     return case
 
 
+def _eval_set_too_small(tmp_path, tiny):
+    """A finished run whose 45-row test split cannot certify 1% disagreement at 95% (299 rows are needed)."""
+    code, _, err = run_cli(_distill(write_recipe(tmp_path, tiny), tmp_path), _NullCapsys())
+    assert code in (0, None), err
+    return (["eval", str(tmp_path / "run"), "--epsilon", "0.01", "--delta", "0.05", "--require-certified",
+             "--no-cost"], "needs at least 299")
+
+
 class _NullCapsys:
     """run_cli's capsys for a setup step whose output does not matter."""
 
@@ -184,6 +192,7 @@ CASES = {
     "list_target": lambda tmp_path, tiny: (["list", "gadgets"], "unknown list target 'gadgets'"),
     "inspect_args": lambda tmp_path, tiny: (["inspect", "builtin:mlp", "--args", "{hidden"], "--args: not valid JSON"),
     "eval_not_a_run": lambda tmp_path, tiny: (["eval", str(tmp_path)], "has no recipe.resolved.yaml"),
+    "eval_set_too_small": _eval_set_too_small,
     "out_is_a_file": _out_is_a_file,
     "run_exists": _existing_run(),
     "resume_other_recipe": _existing_run("--resume", _set("train.lr", 0.02)),

@@ -234,7 +234,8 @@ def eval_command(
     delta: DeltaOpt = 0.05,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the full evaluation here.")] = None,
     cost: Annotated[bool, typer.Option(help="Measure parameters, size and latency.")] = True,
-    require_certified: Annotated[bool, typer.Option(help="Exit 1 unless disagreement <= epsilon is certified.")] \
+    require_certified: Annotated[bool, typer.Option(
+        help="Exit 1 unless disagreement <= epsilon is certified; exit 2 if the set is too small to ever be.")] \
         = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -255,11 +256,18 @@ def eval_command(
     else:
         raise KDForgeError("eval: give a run folder (kdforge eval runs/demo), or all of --teacher DIR, "
                            "--student DIR and --data SOURCE.")
+    pac = result["fidelity"]["pac"]
+    if require_certified and pac["n"] < pac["n_needed_exact_min"]:  # no outcome could certify: a user error
+        raise KDForgeError(
+            f"eval: the evaluation set has {pac['n']} samples; certifying disagreement <= {pac['epsilon']:g} with "
+            f"confidence {1 - pac['delta']:g} needs at least {pac['n_needed_exact_min']} even with zero "
+            "disagreements. Evaluate on a larger set (--data/--split), or relax --epsilon/--delta."
+        )
     _print_evaluation(result)
     if json_path is not None:
         io.write_json(json_path, result)
         out.print(f"Evaluation: {json_path}", markup=False, highlight=False)
-    if require_certified and not result["fidelity"]["pac"]["certified"]:
+    if require_certified and not pac["certified"]:
         raise typer.Exit(1)
 
 

@@ -36,8 +36,8 @@ def test_eval_run_dir_answers_the_epsilon_delta_question(tiny_run, tmp_path, cap
     n = result["fidelity"]["n"]
     assert n < 299 and "Too few samples" in result["fidelity"]["pac"]["verdict"]  # iris test split: 45 rows
     assert result["source"]["seed"] == 0 and "cost" not in result
-    code, _, _ = run_cli(["eval", str(out), "--require-certified", *FAST], capsys)
-    assert code == 1
+    code, _, err = run_cli(["eval", str(out), "--require-certified", *FAST], capsys)
+    assert code == 2 and f"needs at least {result['fidelity']['pac']['n_needed_exact_min']}" in err
     # a loose epsilon: the exit code follows the exact binomial bound, recomputed here with scipy
     k = n - round(result["fidelity"]["agreement"] * n)
     certified = beta.ppf(0.95, k + 1, n - k) <= 0.5
