@@ -152,7 +152,9 @@ def test_sigkill_while_writing_never_leaves_a_partial_file(tmp_path):
             i = int(state["i"])
             assert torch.equal(state["w"], torch.arange(2_000_000, dtype=torch.float32) + i)
             seen.add(i)
-        assert [p.name for p in tmp_path.iterdir() if p.name != target.name and not p.name.endswith(".tmp")] == []
+        leftovers = [p.name for p in tmp_path.iterdir() if p.name != target.name]
+        # only temporary names remain: ours (.NAME.*.tmp) or safetensors' own (.tmpXXXXXX)
+        assert all(name.endswith(".tmp") or name.startswith(".tmp") for name in leftovers), leftovers
         io.remove_stale_temps(tmp_path)
         assert [p.name for p in tmp_path.iterdir()] == ([target.name] if target.exists() else [])
     assert seen
@@ -321,3 +323,13 @@ def test_resume_clears_what_a_killed_run_left_half_written(tmp_path, capsys, tin
     assert code in (0, None), err
     assert not [p for p in stale if p.exists()]
     assert json.loads((out / "report.json").read_text())["student"]["accuracy"] > 0
+
+
+def test_stale_temporaries_of_both_kinds_are_removed(tmp_path):
+    (tmp_path / ".model.safetensors.ab12cd.tmp").write_text("partial")  # ours
+    (tmp_path / ".tmpX1y2Z3").write_text("partial")  # safetensors' own temporary
+    (tmp_path / "model.safetensors").write_text("whole")
+    (tmp_path / ".tmpdir_kept").mkdir()  # not a temporary name: longer than tempfile's six characters
+    removed = io.remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == [".model.safetensors.ab12cd.tmp", ".tmpX1y2Z3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmpdir_kept", "model.safetensors"]

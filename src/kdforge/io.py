@@ -83,8 +83,11 @@ def remove_stale_temps(folder: str | Path, recursive: bool = False) -> list[Path
     removed: list[Path] = []
     if not folder.is_dir() or not is_writer():
         return removed
-    pattern = f".*{TEMP_SUFFIX}"
-    for stale in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+    # ours are `.NAME.*.tmp`; safetensors writes through a `.tmpXXXXXX` of its own (Rust's tempfile crate) and
+    # leaves that behind when killed mid-write
+    patterns = (f".*{TEMP_SUFFIX}", ".tmp??????")
+    found = {p for pattern in patterns for p in (folder.rglob(pattern) if recursive else folder.glob(pattern))}
+    for stale in sorted(found):
         if any(parent in removed for parent in stale.parents):
             continue
         if stale.is_dir():
