@@ -77,6 +77,24 @@ class TeacherTreeMixin(ClassifierMixin):
             )
         return out
 
+    def _fit_inputs(self, X: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """(inputs to fit on, held-out inputs for fidelity): `n_samples` and `n_fidelity` fresh draws from the
+        sampler, or a split of the pool X (at most a fifth of it held out) when there is no sampler."""
+        name = type(self).__name__
+        if X is None and self.sampler is None:
+            raise ValueError(f"{name}.fit: give a pool X of unlabelled inputs, or a sampler.")
+        X = self._validate_input(X, reset=True) if X is not None else None
+        self._reset_classes()
+        if self.sampler is not None:
+            X_fit = self._draw(self.n_samples, rng, X)
+            X_fid = self._draw(self.n_fidelity, rng, X) if self.n_fidelity else None
+            if X is None:
+                self.n_features_in_ = X_fit.shape[1]
+            return X_fit, X_fid
+        order = rng.permutation(len(X))
+        n_fid = min(self.n_fidelity, len(X) // 5)
+        return (X[order[n_fid:]], X[order[:n_fid]]) if n_fid else (X, None)
+
     def _finish_fit(self, X_fidelity: np.ndarray | None, y_fidelity: np.ndarray | None) -> None:
         """Fidelity on fresh, never-fitted samples, with a one-sided Clopper-Pearson lower bound."""
         if X_fidelity is None or len(X_fidelity) == 0:

@@ -109,21 +109,9 @@ class SoftDecisionTree(TeacherTreeEstimator):
         check_int(self.n_fidelity, "n_fidelity", name, 0)
         if not self.lr > 0:
             raise ValueError(f"The 'lr' parameter of {name} must be > 0. Got {self.lr!r} instead.")
-        if X is None and self.sampler is None:
-            raise ValueError(f"{name}.fit: give a pool X of unlabelled inputs, or a sampler.")
-        X = self._validate_input(X, reset=True) if X is not None else None
-        self._reset_classes()
         random = check_random_state(self.random_state)
         rng = np.random.default_rng(random.randint(2**31))
-        if self.sampler is not None:
-            X_fit = self._draw(self.n_samples, rng, X)
-            X_fid = self._draw(self.n_fidelity, rng, X) if self.n_fidelity else None
-            if X is None:
-                self.n_features_in_ = X_fit.shape[1]
-        else:
-            order = rng.permutation(len(X))
-            n_fid = min(self.n_fidelity, len(X) // 5)
-            X_fid, X_fit = (X[order[:n_fid]], X[order[n_fid:]]) if n_fid else (None, X)
+        X_fit, X_fid = self._fit_inputs(X, rng)
         self._teacher_labels(X_fit[:1])  # fixes classes_
         targets = torch.as_tensor(self._soft_targets(X_fit), dtype=torch.float32)
         self.mean_, std = X_fit.mean(axis=0), X_fit.std(axis=0)

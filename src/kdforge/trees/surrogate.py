@@ -60,21 +60,9 @@ class SurrogateTree(TeacherTreeEstimator):
             check_int(self.max_leaf_nodes, "max_leaf_nodes", name, 2)
         check_int(self.n_samples, "n_samples", name, 1)
         check_int(self.n_fidelity, "n_fidelity", name, 0)
-        if X is None and self.sampler is None:
-            raise ValueError(f"{name}.fit: give a pool X of unlabelled inputs, or a sampler.")
-        X = self._validate_input(X, reset=True) if X is not None else None
-        self._reset_classes()
         random = check_random_state(self.random_state)
         rng = np.random.default_rng(random.randint(2**31))
-        if self.sampler is not None:
-            X_fit = self._draw(self.n_samples, rng, X)
-            X_fid = self._draw(self.n_fidelity, rng, X) if self.n_fidelity else None
-            if X is None:
-                self.n_features_in_ = X_fit.shape[1]
-        else:
-            order = rng.permutation(len(X))
-            n_fid = min(self.n_fidelity, len(X) // 5)
-            X_fid, X_fit = (X[order[:n_fid]], X[order[n_fid:]]) if n_fid else (None, X)
+        X_fit, X_fid = self._fit_inputs(X, rng)
         y_fit = self._teacher_labels(X_fit)
         self.estimator_ = DecisionTreeClassifier(
             criterion=self.criterion, max_depth=self.max_depth, max_leaf_nodes=self.max_leaf_nodes,
