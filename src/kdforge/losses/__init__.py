@@ -11,6 +11,7 @@ import kdforge.losses.rkd  # noqa: F401  (registers 'rkd')
 import kdforge.losses.rocket  # noqa: F401  (registers 'rocket')
 import kdforge.losses.sd_dropout  # noqa: F401  (registers 'sd_dropout')
 import kdforge.losses.sp  # noqa: F401  (registers 'sp')
+import kdforge.losses.token_kd  # noqa: F401  (registers 'token_kd')
 from kdforge.losses import ce, kd, logit_mse  # noqa: F401  (imported for registration)
 from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets, WeightedSum
 from kdforge.registry import LOSSES

@@ -1,0 +1,224 @@
+"""Token-level distillation of a language model's next-token distributions, with a choice of divergence.
+
+Forward KL: Hinton et al. 2015 (https://arxiv.org/abs/1503.02531), applied per token (Kim & Rush 2016's
+word-level KD, https://arxiv.org/abs/1606.07947). Reverse KL: MiniLLM, Gu et al. 2024
+(https://arxiv.org/abs/2306.08543). Generalised JSD: GKD, Agarwal et al. 2024 (https://arxiv.org/abs/2306.13649),
+with TRL's `generalized_jsd_loss` convention for beta. Skew KL: DistiLLM, Ko et al. 2024
+(https://arxiv.org/abs/2402.03898). Total variation: Wen et al. 2023, f-divergence KD
+(https://arxiv.org/abs/2307.15190).
+
+With p the teacher's and q the student's next-token distribution at temperature T (softmax(z / T)), and
+m_b = b·p + (1 - b)·q, the per-token divergences are:
+
+    forward_kl        KL(p || q)                                  mass-covering (standard KD)
+    reverse_kl        KL(q || p)                                  mode-seeking
+    jsd               beta·KL(p || m_beta) + (1 - beta)·KL(q || m_beta);  beta = 0 is forward_kl and beta = 1
+                      is reverse_kl exactly (TRL special-cases both ends the same way); 0.5 is the usual JSD
+    tv                1/2 · sum |p - q|
+    skew_kl           KL(p || alpha·p + (1 - alpha)·q)            alpha = 0 is forward_kl
+    skew_reverse_kl   KL(q || alpha·q + (1 - alpha)·p)            alpha = 0 is reverse_kl
+
+The loss is T² times the divergence, averaged over the tokens that count (as `kd`: the T² keeps gradient
+magnitudes comparable across temperatures; with T = 1 it is the plain divergence).
+
+Memory: rows (tokens) are processed `chunk_size` at a time, and each chunk's log-softmaxes are recomputed in
+the backward pass (activation checkpointing), so besides the logits themselves (and their gradient) only
+chunk x V temporaries exist: never a second full tokens x vocabulary tensor. A teacher given as cached top-k
+logits (`kdforge.cache.topk.TopK`) is rebuilt one chunk at a time with `reconstruct_log_probs`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from kdforge.errors import ShapeMismatchError
+from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets
+from kdforge.registry import LOSSES
+from kdforge.validation import check_positive, check_probability
+
+if TYPE_CHECKING:
+    from kdforge.cache.topk import TopK
+
+Tail = Literal["uniform", "renormalize"]
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_reverse_kl"]
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_reverse_kl")
+
+
+def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """(N,) KL(a || b) from log-probabilities, summed over the last dim."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def _log_mix(log_a: Tensor, log_b: Tensor, a_weight: float) -> Tensor:
+    """log(a_weight·a + (1 - a_weight)·b) from log-probabilities, for 0 < a_weight < 1."""
+    return torch.logaddexp(log_a + math.log(a_weight), log_b + math.log1p(-a_weight))
+
+
+def token_divergence(student_log_probs: Tensor, teacher_log_probs: Tensor, divergence: Divergence = "forward_kl",
+                     beta: float = 0.5, alpha: float = 0.1) -> Tensor:
+    """(N,) per-row divergence between (N, V) log-probabilities (see the module docstring for the formulas)."""
+    s, t = student_log_probs, teacher_log_probs
+    if divergence == "forward_kl" or (divergence == "jsd" and beta == 0.0) or (
+            divergence == "skew_kl" and alpha == 0.0):
+        return _kl(t, s)
+    if divergence == "reverse_kl" or (divergence == "jsd" and beta == 1.0) or (
+            divergence == "skew_reverse_kl" and alpha == 0.0):
+        return _kl(s, t)
+    if divergence == "jsd":
+        mix = _log_mix(t, s, beta)
+        return beta * _kl(t, mix) + (1.0 - beta) * _kl(s, mix)
+    if divergence == "tv":
+        return 0.5 * (t.exp() - s.exp()).abs().sum(-1)
+    if divergence == "skew_kl":
+        return _kl(t, _log_mix(t, s, alpha)) if alpha < 1.0 else s.new_zeros(s.shape[:-1])
+    if divergence == "skew_reverse_kl":
+        return _kl(s, _log_mix(s, t, alpha)) if alpha < 1.0 else s.new_zeros(s.shape[:-1])
+    raise ValueError(f"token_kd: unknown divergence {divergence!r}; use one of {', '.join(DIVERGENCES)}.")
+
+
+def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.device) -> Tensor:
+    """(N,) bool: the rows (tokens) that count. `Targets.mask` drops rows; for sequences (B, T), labels equal
+    to -100 (padding, prompt tokens) drop them too. For (B,) rows (classification) labels are not a mask."""
+    keep = torch.ones(leading_shape, dtype=torch.bool, device=device)
+    if targets.mask is not None:
+        keep = keep & targets.mask.to(device).bool().reshape(leading_shape)
+    labels = targets.labels
+    if len(leading_shape) >= 2 and labels is not None and labels.shape == leading_shape:
+        keep = keep & (labels.to(device) != IGNORE_INDEX)
+    return keep.flatten()
+
+
+@LOSSES.register(
+    "token_kd",
+    example={"divergence": "jsd", "beta": 0.5, "temperature": 2.0, "chunk_size": 3},
+    paper="Kim & Rush 2016, https://arxiv.org/abs/1606.07947; Agarwal et al. 2024 (GKD), "
+          "https://arxiv.org/abs/2306.13649; Ko et al. 2024 (skew KL), https://arxiv.org/abs/2402.03898",
+    summary="token-level KD on next-token distributions: forward/reverse KL, JSD(beta), TV, skew KL; chunked",
+)
+class TokenKDLoss(DistillLoss):
+    """Token-level KD: T² · D(p_teacher, p_student) per token, averaged over the tokens that count.
+
+    For (B, T, V) logits every position is a token; positions where `Targets.mask` is False or the label is
+    -100 (padding, prompt) do not count. (B, K) logits are rows of one-step distributions, so the loss also
+    works on classifiers. A batch with no counted token gives 0 with the graph intact.
+
+    Args:
+        divergence: forward_kl | reverse_kl | jsd | tv | skew_kl | skew_reverse_kl (formulas: module doc).
+        beta: jsd's interpolation in [0, 1] (TRL's convention: 0 = forward KL, 1 = reverse KL, 0.5 = JSD).
+        alpha: skew_kl / skew_reverse_kl skew in [0, 1) (DistiLLM uses 0.1; 0 is the plain KL).
+        temperature: T > 0; divides both models' logits; the value is multiplied by T².
+        chunk_size: Tokens processed at a time (memory: chunk_size x V temporaries, recomputed in backward).
+        vocab_size: Compare only the first `vocab_size` entries of both models' logits: the real vocabulary
+            when the embeddings are padded to different sizes over one tokenizer (e.g. 151936 of 152064).
+        tail: How a teacher given as cached top-k logits is rebuilt (`kdforge.cache.topk`).
+
+    Example:
+        >>> import torch
+        >>> loss = TokenKDLoss(divergence="reverse_kl", chunk_size=4)
+        >>> s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+        >>> loss(Outputs(logits=s), Outputs(logits=t), Targets(mask=torch.ones(2, 5, dtype=torch.bool))).shape
+        torch.Size([])
+    """
+
+    def __init__(self, divergence: Divergence = "forward_kl", beta: float = 0.5, alpha: float = 0.1,
+                 temperature: float = 1.0, chunk_size: int = 1024, vocab_size: int | None = None,
+                 tail: Tail = "uniform") -> None:
+        super().__init__()
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"The 'divergence' parameter of TokenKDLoss must be one of {', '.join(DIVERGENCES)}. "
+                             f"Got {divergence!r} instead.")
+        check_probability(beta, "beta", "TokenKDLoss")
+        check_probability(alpha, "alpha", "TokenKDLoss")
+        if alpha == 1.0:
+            raise ValueError("The 'alpha' parameter of TokenKDLoss must be < 1 (alpha = 1 compares a distribution "
+                             "with itself: always 0). Got 1.0 instead.")
+        check_positive(temperature, "temperature", "TokenKDLoss")
+        if not (isinstance(chunk_size, int) and chunk_size >= 1):
+            raise ValueError(f"The 'chunk_size' parameter of TokenKDLoss must be an integer >= 1. Got {chunk_size!r}.")
+        if vocab_size is not None and not (isinstance(vocab_size, int) and vocab_size >= 1):
+            raise ValueError(f"The 'vocab_size' parameter of TokenKDLoss must be an integer >= 1 or null. "
+                             f"Got {vocab_size!r}.")
+        if tail not in ("uniform", "renormalize"):
+            raise ValueError(f"The 'tail' parameter of TokenKDLoss must be 'uniform' or 'renormalize'. Got {tail!r}.")
+        self.divergence, self.beta, self.alpha = divergence, beta, alpha
+        self.temperature, self.chunk_size, self.vocab_size, self.tail = temperature, chunk_size, vocab_size, tail
+
+    def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
+        """Sum over rows [start, stop) of weight · divergence (float32 or wider)."""
+        from kdforge.cache.topk import TopK, reconstruct_log_probs  # the cache package imports the losses
+        dtype = torch.promote_types(student.dtype, torch.float32)
+        v = self.vocab_size  # None: the whole (equal) vocabulary; else only the real, unpadded part
+        s = F.log_softmax(student[start:stop, :v].to(dtype) / self.temperature, dim=-1)
+        if isinstance(teacher, TopK):
+            chunk = TopK(teacher.values[start:stop], teacher.indices[start:stop],
+                         None if teacher.logsumexp is None else teacher.logsumexp[start:stop], teacher.vocab_size)
+            t = reconstruct_log_probs(chunk, self.temperature, self.tail).to(dtype)
+            if v is not None:
+                t = F.log_softmax(t[:, :v], dim=-1)  # renormalised over the real vocabulary
+        else:
+            t = F.log_softmax(teacher[start:stop, :v].to(dtype) / self.temperature, dim=-1)
+        d = token_divergence(s, t, self.divergence, self.beta, self.alpha)
+        return (d * weight.to(d.dtype)).sum()
+
+    def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        s_logits, t_logits = student.logits, teacher.logits
+        if s_logits is None or t_logits is None:
+            raise ShapeMismatchError("token_kd: student and teacher logits are both needed; one is missing (None).")
+        s, t = self._aligned(s_logits, t_logits)
+        keep = counted_rows(s_logits.shape[:-1], targets, s_logits.device)
+        n = int(keep.sum())
+        total = s.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact when nothing counts
+        for start in range(0, s.shape[0], self.chunk_size):
+            stop = min(start + self.chunk_size, s.shape[0])
+            weight = keep[start:stop]
+            if not bool(weight.any()):
+                continue
+            if torch.is_grad_enabled() and s.requires_grad:
+                part = checkpoint(self._rows, s, t, start, stop, weight, use_reentrant=False)
+            else:
+                part = self._rows(s, t, start, stop, weight)
+            total = total + part
+        return total / max(n, 1) * self.temperature**2
+
+    def _aligned(self, s_logits: Tensor, t_logits: Tensor | TopK) -> tuple[Tensor, Tensor | TopK]:
+        """Both sides as (N, V) rows (the teacher possibly as a flattened TopK), checked for the same vocabulary."""
+        from kdforge.cache.topk import TopK
+        s = s_logits.flatten(0, -2)
+        if isinstance(t_logits, TopK):
+            lead, t_vocab = t_logits.values.shape[:-1], t_logits.vocab_size
+            t: Tensor | TopK = TopK(t_logits.values.flatten(0, -2), t_logits.indices.flatten(0, -2),
+                                    None if t_logits.logsumexp is None else t_logits.logsumexp.flatten(),
+                                    t_vocab)
+        else:
+            lead, t_vocab = t_logits.shape[:-1], t_logits.shape[-1]
+            t = t_logits.flatten(0, -2)
+        if lead != s_logits.shape[:-1]:
+            raise ShapeMismatchError(
+                f"token_kd: the student's logits cover positions {tuple(s_logits.shape[:-1])} but the teacher's "
+                f"{tuple(lead)}. Feed both models the same input_ids.")
+        s_vocab = s_logits.shape[-1]
+        if self.vocab_size is not None:
+            if self.vocab_size > min(s_vocab, t_vocab):
+                raise ShapeMismatchError(
+                    f"token_kd: vocab_size={self.vocab_size} is larger than the student's ({s_vocab}) or the "
+                    f"teacher's ({t_vocab}) vocabulary; set it to the real (unpadded) vocabulary size.")
+        elif s_vocab != t_vocab:
+            raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, "token_kd"))
+        return s, t
+
+
+def vocab_mismatch_message(student_vocab: int, teacher_vocab: int, where: str) -> str:
+    """The error for token-level KD between models with different vocabulary sizes."""
+    return (
+        f"{where}: the student's vocabulary has {student_vocab} entries but the teacher's {teacher_vocab}. "
+        "Token-level KD compares next-token distributions entry by entry, so both models must share one "
+        "vocabulary. If both use one tokenizer and only the embedding matrices are padded, set vocab_size: "
+        f"{min(student_vocab, teacher_vocab)} (the real vocabulary) on the token_kd term. Otherwise use "
+        "sequence-level KD (kdforge.llm.seq_kd: train on teacher-generated text), which works across vocabularies."
+    )
