@@ -13,6 +13,7 @@ from accelerate import Accelerator, PartialState
 
 from kdforge.data.tensors import TensorData
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
+from kdforge.llm.vocab import check_vocabularies
 from kdforge.losses.base import IGNORE_INDEX, WeightedSum
 from kdforge.models.forward import call_model, logits_of
 from kdforge.recipe import LossTerm, check_loss_term
@@ -94,8 +95,10 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
                 if isinstance(teacher, OnlineTeacher):
                     teacher.capture.check_fired()
             _check_labels(batch, module)
-            module._student_outputs(batch)
+            student_outputs = module._student_outputs(batch)
             module.capture.check_fired()
+            if teacher is not None:  # token-level KD: one vocabulary, or the real part of padded ones
+                check_vocabularies(module.loss, student_outputs.logits, teacher_outputs.logits)
             try:
                 terms = standard_step(module, teacher, batch)
             except ShapeMismatchError as exc:

@@ -12,3 +12,25 @@ def accuracy(labels: Tensor, logits: Tensor) -> tuple[int, int]:
     keep = labels != IGNORE_INDEX
     correct = (logits.argmax(dim=-1)[keep] == labels[keep]).sum()
     return int(correct), int(keep.sum())
+
+
+def token_nll(labels: Tensor, logits: Tensor) -> tuple[float, int]:
+    """(summed negative log-likelihood in nats, counted tokens) of next-token labels under (..., V) logits;
+    labels -100 are not counted. Sum these over batches, then `perplexity(total_nll, total_tokens)`."""
+    import torch.nn.functional as F
+
+    flat_labels = labels.reshape(-1)
+    keep = flat_labels != IGNORE_INDEX
+    if not bool(keep.any()):
+        return 0.0, 0
+    logp = F.log_softmax(logits.reshape(-1, logits.shape[-1])[keep].double(), dim=-1)
+    return float(-logp.gather(-1, flat_labels[keep].unsqueeze(-1)).sum()), int(keep.sum())
+
+
+def perplexity(total_nll: float, tokens: int) -> float:
+    """exp(mean negative log-likelihood per token): the effective number of equally likely next tokens."""
+    import math
+
+    if tokens <= 0:
+        raise ValueError("perplexity: no counted tokens (every label is -100); evaluate on non-empty text.")
+    return math.exp(total_nll / tokens)

@@ -1,0 +1,1 @@
+"""Language-model distillation helpers: vocabulary checks, a token-sequence data source, metrics."""
