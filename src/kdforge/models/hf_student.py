@@ -1,0 +1,195 @@
+"""Encoder students built from a `transformers` teacher, and sentence embeddings from an encoder's hidden states.
+
+`student_from_teacher` makes the compact student the BERT-compression papers start from: the teacher's config
+with fewer layers, the embeddings and the kept layers copied from the teacher (DistilBERT, Sanh et al. 2019,
+takes every other layer; PKD and TinyBERT pick layers by a list). It works for any `transformers` model whose
+layers sit in one `nn.ModuleList` of `config.num_hidden_layers` blocks (BERT, RoBERTa, ELECTRA, DistilBERT,
+MiniLM, XLM-R, DeBERTa ...).
+
+`SentenceEncoder` turns an encoder into a sentence-embedding model (Reimers & Gurevych 2019): mean (or [CLS])
+pooling of the last hidden states over the real tokens, optionally L2-normalised. Its forward returns the
+(B, D) embedding as a plain tensor, so the training loop reads it as the model's "logits" and `embed_mse`
+regresses one model's embedding onto the other's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdforge.errors import KDForgeError
+
+POOLINGS = ("mean", "cls")
+
+
+def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The dotted path and the `nn.ModuleList` holding a transformer's `config.num_hidden_layers` blocks."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise KDForgeError(
+            f"{type(model).__name__} has no config.num_hidden_layers; student_from_teacher needs a transformers "
+            "encoder (BertModel, DistilBertModel, RobertaModel ...)."
+        )
+    found = [(path, m) for path, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(found) != 1:
+        where = ", ".join(path for path, _ in found) or "none"
+        raise KDForgeError(
+            f"{type(model).__name__}: expected one ModuleList of its {n} layers; found {len(found)} ({where})."
+        )
+    return found[0]
+
+
+def choose_layers(num_teacher: int, layers: int | str | Sequence[int]) -> list[int]:
+    """Teacher layer indices (0-based) the student keeps.
+
+    `layers` is 'every_other' (DistilBERT: teacher layers 0, 2, 4 ...), an int n (n layers evenly spaced,
+    ending at the teacher's last), or an explicit list of teacher indices in increasing order.
+    """
+    if layers == "every_other":
+        return list(range(0, num_teacher, 2))
+    if isinstance(layers, bool):
+        raise ValueError(f"student_from_teacher: layers must be 'every_other', an int or a list; got {layers!r}.")
+    if isinstance(layers, int):
+        if not 1 <= layers <= num_teacher:
+            raise ValueError(
+                f"student_from_teacher: layers={layers} must be between 1 and the teacher's {num_teacher} layers."
+            )
+        return [round((i + 1) * num_teacher / layers) - 1 for i in range(layers)]
+    if isinstance(layers, str):
+        raise ValueError(f"student_from_teacher: unknown layers {layers!r}; use 'every_other', an int or a list.")
+    chosen = list(layers)
+    if not chosen:
+        raise ValueError("student_from_teacher: layers is an empty list; name at least one teacher layer.")
+    bad = [j for j in chosen if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < num_teacher]
+    if bad:
+        raise ValueError(
+            f"student_from_teacher: teacher layers {bad} are out of range; the teacher has {num_teacher} layers, "
+            f"indexed 0 to {num_teacher - 1}."
+        )
+    if chosen != sorted(set(chosen)):
+        raise ValueError(f"student_from_teacher: layers {chosen} must be distinct and increasing.")
+    return chosen
+
+
+def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] = "every_other") -> nn.Module:
+    """A copy of `teacher` that keeps only some of its transformer layers (weights copied, not shared).
+
+    The embeddings, the kept layers (in order), the pooler and any task head are copied from the teacher; the
+    student's config differs only in `num_hidden_layers`. The teacher is not modified.
+
+    Args:
+        teacher: A `transformers` model (any head) whose layers form one ModuleList.
+        layers: 'every_other' (DistilBERT), an int (that many layers, evenly spaced, the last one kept), or a
+            list of 0-based teacher layer indices.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> teacher = BertModel(BertConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+        ...                               intermediate_size=32, vocab_size=50))
+        >>> student_from_teacher(teacher, "every_other").config.num_hidden_layers
+        2
+    """
+    path, teacher_layers = layer_list(teacher)
+    keep = choose_layers(len(teacher_layers), layers)
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(keep)
+    student = type(teacher)(config)
+    prefix = f"{path}."
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) in keep:
+                state[f"{prefix}{keep.index(int(index))}.{rest}"] = value.clone()
+        else:
+            state[key] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise KDForgeError(f"student_from_teacher: weights did not fit (missing {missing}, unexpected {unexpected}).")
+    return student.train(teacher.training)
+
+
+def pool_hidden(hidden: Tensor, attention_mask: Tensor | None, pooling: str = "mean") -> Tensor:
+    """(B, T, D) token states -> (B, D): the mean over real tokens (mask 1), or the first ([CLS]) token."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}.")
+    if hidden.dim() != 3:
+        raise ValueError(f"pool_hidden needs (batch, tokens, width) hidden states; got {tuple(hidden.shape)}.")
+    if pooling == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class SentenceEncoder(nn.Module):
+    """A `transformers` encoder with pooling on top: forward returns the (B, D) sentence embedding.
+
+    With `pooling='mean'` and `normalize=True` on all-MiniLM-L6-v2 this is exactly the sentence-transformers
+    embedding. Inner layers stay reachable for taps as `encoder.<path>` (e.g. `encoder.encoder.layer.1`).
+
+    Args:
+        encoder: A model returning `last_hidden_state` (AutoModel, BertModel ...).
+        pooling: 'mean' over tokens where attention_mask is 1, or 'cls' (the first token).
+        normalize: L2-normalise the pooled embedding.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        ...                             intermediate_size=32, vocab_size=50))
+        >>> SentenceEncoder(bert)(torch.tensor([[1, 5, 7, 0]]), torch.tensor([[1, 1, 1, 0]])).shape
+        torch.Size([1, 16])
+    """
+
+    def __init__(self, encoder: nn.Module, pooling: str = "mean", normalize: bool = True) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"The 'pooling' parameter of SentenceEncoder must be one of {POOLINGS}; got {pooling!r}.")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.normalize = normalize
+        # The embedding of a second text (a translation, for multilingual distillation) passes through here,
+        # so a tap on `pair_embedding` captures it.
+        self.pair_embedding = nn.Identity()
+
+    @property
+    def config(self) -> Any:
+        return self.encoder.config
+
+    def embed(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        emb = pool_hidden(out.last_hidden_state, attention_mask, self.pooling)
+        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, pair_input_ids: Tensor | None = None,
+                pair_attention_mask: Tensor | None = None) -> Tensor:
+        """The embedding of `input_ids`; with `pair_input_ids` (the translated sentence) that text is embedded
+        too and sent through `pair_embedding` for a tap to capture."""
+        if pair_input_ids is not None:
+            self.pair_embedding(self.embed(pair_input_ids, pair_attention_mask))
+        return self.embed(input_ids, attention_mask)
+
+
+def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int = 128,
+                       **extra: Tensor) -> dict[str, Tensor]:
+    """A dict batch for kdforge's loop: padded `input_ids`, `attention_mask`, `index` (row ids), plus `extra`
+    tensors (one row per sentence, e.g. cached teacher embeddings or labels)."""
+    enc = tokenizer(list(sentences), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+             "index": torch.arange(len(sentences))}
+    for key, value in extra.items():
+        if len(value) != len(sentences):
+            raise ValueError(f"tokenize_sentences: {key!r} has {len(value)} rows for {len(sentences)} sentences.")
+        batch[key] = value
+    return batch
+
+
+__all__ = ["POOLINGS", "SentenceEncoder", "choose_layers", "layer_list", "pool_hidden", "student_from_teacher",
+           "tokenize_sentences"]
