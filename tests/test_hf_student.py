@@ -112,3 +112,18 @@ def test_tokenize_sentences_builds_a_dict_batch():
     assert batch["index"].tolist() == [0, 1] and batch["labels"].tolist() == [1, 0]
     with pytest.raises(ValueError, match="rows"):
         tokenize_sentences(_ToyTokenizer(), ["a b"], labels=torch.tensor([1, 0]))
+
+
+def test_pkd_skip_on_cls_states_of_hf_encoder_layers():
+    """PKD-Skip (Sun et al. 2019) on a tiny BERT: BertLayer returns a tuple in some transformers versions, and
+    the capture takes its first tensor, the (B, T, D) hidden states, whose [CLS] token PKD compares."""
+    from kdforge.losses.pkd import PKDLoss
+    from tests.encoders_kit import distil, tiny_mlm
+
+    teacher = tiny_mlm(layers=6).eval()
+    student = tiny_mlm(layers=2, seed=1)
+    loss = PKDLoss(pairs={"map": "skip", "student": ["s0", "s1"], "teacher": [f"t{i}" for i in range(6)]})
+    assert loss.pairs == [("s0", "t1"), ("s1", "t3")]  # every other teacher layer, leaving the last out
+    values = distil(teacher, student, loss, {f"s{i}": f"bert.encoder.layer.{i}" for i in range(2)},
+                    {f"t{i}": f"bert.encoder.layer.{i}" for i in range(6)}, steps=25)
+    assert values[-1] < 0.5 * values[0]

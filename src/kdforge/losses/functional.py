@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kdforge.errors import UnknownNameError
+from kdforge.errors import ShapeMismatchError, UnknownNameError
 from kdforge.losses.base import Outputs
 
 
@@ -41,3 +41,40 @@ def pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
     d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * x @ x.t()).clamp(min=eps)  # (B, B)
     off_diagonal = 1.0 - torch.eye(x.shape[0], device=x.device, dtype=x.dtype)
     return d2.sqrt() * off_diagonal
+
+
+def as_tokens(x: Tensor) -> Tensor:
+    """A feature as a sequence of token vectors: (B, T, D) as is; (B, C, H, W) -> (B, H*W, C) (a conv map's
+    positions read as tokens, as a vision transformer would); (B, D) -> (B, 1, D)."""
+    if x.dim() == 3:
+        return x
+    if x.dim() == 4:
+        return x.flatten(2).transpose(1, 2)
+    if x.dim() == 2:
+        return x.unsqueeze(1)
+    raise ShapeMismatchError(f"expected token states (B, T, D), (B, C, H, W) or (B, D); got {shape_of(x)}.")
+
+
+def token_mask(mask: Tensor | None, x: Tensor) -> Tensor | None:
+    """`Targets.mask` as a (B, T) bool mask when it matches the tokens of `x` (B, T, D); else None (all count)."""
+    if mask is None or mask.dim() != 2 or mask.shape != x.shape[:2]:
+        return None
+    return mask.bool()
+
+
+def head_scores(a: Tensor, b: Tensor, heads: int, what: str) -> Tensor:
+    """Scaled dot products per head: (B, T, D), (B, T, D) -> (B, heads, T, T) = a_h b_hᵀ / sqrt(D / heads).
+
+    Self-attention scores (a = queries, b = keys) and MiniLM's self-relations (a = b = values) both use this."""
+    if a.shape != b.shape:
+        raise ShapeMismatchError(f"{what}: the two tensors differ in shape, {shape_of(a)} vs {shape_of(b)}.")
+    batch, tokens, width = a.shape
+    if width % heads:
+        raise ShapeMismatchError(
+            f"{what}: width {width} is not divisible by heads={heads} (a head-count mismatch). Give the number of "
+            "attention heads of this model, or a number of relation heads that divides both models' widths."
+        )
+    d = width // heads
+    a_h = a.reshape(batch, tokens, heads, d).transpose(1, 2)  # (B, H, T, d)
+    b_h = b.reshape(batch, tokens, heads, d).transpose(1, 2)
+    return a_h @ b_h.transpose(-1, -2) / d**0.5
