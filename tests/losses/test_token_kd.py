@@ -183,3 +183,18 @@ def test_half_precision_is_computed_in_float32():
 def test_bad_arguments_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TokenKDLoss(**kwargs)
+
+
+def test_gradient_follows_the_weight_and_a_second_backward_is_refused():
+    s, t, labels, mask = fixed()
+    grads = []
+    for weight in (1.0, 0.5):
+        leaf = s.clone().requires_grad_(True)
+        (weight * TokenKDLoss(chunk_size=3)(Outputs(logits=leaf), Outputs(logits=t), Targets(mask=mask))).backward()
+        grads.append(leaf.grad)
+    assert torch.allclose(grads[1], 0.5 * grads[0], rtol=1e-12)
+    leaf = s.clone().requires_grad_(True)
+    out = TokenKDLoss()(Outputs(logits=leaf), Outputs(logits=t), Targets())
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        out.backward()

@@ -21,9 +21,10 @@ m_b = b·p + (1 - b)·q, the per-token divergences are:
 The loss is T² times the divergence, averaged over the tokens that count (as `kd`: the T² keeps gradient
 magnitudes comparable across temperatures; with T = 1 it is the plain divergence).
 
-Memory: rows (tokens) are processed `chunk_size` at a time, and each chunk's log-softmaxes are recomputed in
-the backward pass (activation checkpointing), so besides the logits themselves (and their gradient) only
-chunk x V temporaries exist: never a second full tokens x vocabulary tensor. A teacher given as cached top-k
+Memory: rows (tokens) are processed `chunk_size` at a time, and each chunk's gradient with respect to the
+student logits is computed right away (in the forward pass) into one buffer, so besides the logits
+themselves and that gradient only chunk x V temporaries exist: never a full tokens x vocabulary
+log-probability tensor. A teacher given as cached top-k
 logits (`kdforge.cache.topk.TopK`) is rebuilt one chunk at a time with `reconstruct_log_probs`.
 """
 
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from kdforge.errors import ShapeMismatchError
 from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets
@@ -82,6 +82,34 @@ def token_divergence(student_log_probs: Tensor, teacher_log_probs: Tensor, diver
     raise ValueError(f"token_kd: unknown divergence {divergence!r}; use one of {', '.join(DIVERGENCES)}.")
 
 
+class _ChunkedSum(torch.autograd.Function):
+    """sum over chunks [start, stop) of rows(s[start:stop], start, stop), with the gradient w.r.t. s computed
+    chunk by chunk during the forward pass into one buffer shaped like s. Peak memory: that buffer (the size
+    of the logits' own gradient, which backward needs anyway) plus one chunk's temporaries. The teacher side
+    gets no gradient (teacher outputs come without one)."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, rows, bounds: list[tuple[int, int]]) -> Tensor:
+        grad = torch.zeros_like(s)
+        total = None
+        for start, stop in bounds:
+            with torch.enable_grad():
+                chunk = s[start:stop].detach().requires_grad_(True)
+                value = rows(chunk, start, stop)
+                (grad[start:stop],) = torch.autograd.grad(value, chunk)
+            total = value.detach() if total is None else total + value.detach()
+        ctx.grad = grad  # not save_for_backward: backward hands this very buffer on (no copy of V x N)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            raise RuntimeError("token_kd: backward through the same loss value twice is not supported "
+                               "(the chunked gradient is handed on once); recompute the loss.")
+        return (grad if bool(grad_output == 1) else grad * grad_output.to(grad.dtype)), None, None
+
+
 def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.device) -> Tensor:
     """(N,) bool: the rows (tokens) that count. `Targets.mask` drops rows; for sequences (B, T), labels equal
     to -100 (padding, prompt tokens) drop them too. For (B,) rows (classification) labels are not a mask."""
@@ -113,7 +141,7 @@ class TokenKDLoss(DistillLoss):
         beta: jsd's interpolation in [0, 1] (TRL's convention: 0 = forward KL, 1 = reverse KL, 0.5 = JSD).
         alpha: skew_kl / skew_reverse_kl skew in [0, 1) (DistiLLM uses 0.1; 0 is the plain KL).
         temperature: T > 0; divides both models' logits; the value is multiplied by T².
-        chunk_size: Tokens processed at a time (memory: chunk_size x V temporaries, recomputed in backward).
+        chunk_size: Tokens processed at a time (memory: chunk_size x V temporaries plus the logits' gradient).
         vocab_size: Compare only the first `vocab_size` entries of both models' logits: the real vocabulary
             when the embeddings are padded to different sizes over one tokenizer (e.g. 151936 of 152064).
         tail: How a teacher given as cached top-k logits is rebuilt (`kdforge.cache.topk`).
@@ -150,11 +178,11 @@ class TokenKDLoss(DistillLoss):
         self.temperature, self.chunk_size, self.vocab_size, self.tail = temperature, chunk_size, vocab_size, tail
 
     def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
-        """Sum over rows [start, stop) of weight · divergence (float32 or wider)."""
+        """Sum over rows [start, stop) of weight · divergence (float32 or wider); `student` is that chunk."""
         from kdforge.cache.topk import TopK, reconstruct_log_probs  # the cache package imports the losses
         dtype = torch.promote_types(student.dtype, torch.float32)
         v = self.vocab_size  # None: the whole (equal) vocabulary; else only the real, unpadded part
-        s = F.log_softmax(student[start:stop, :v].to(dtype) / self.temperature, dim=-1)
+        s = F.log_softmax(student[:, :v].to(dtype) / self.temperature, dim=-1)
         if isinstance(teacher, TopK):
             chunk = TopK(teacher.values[start:stop], teacher.indices[start:stop],
                          None if teacher.logsumexp is None else teacher.logsumexp[start:stop], teacher.vocab_size)
@@ -173,17 +201,18 @@ class TokenKDLoss(DistillLoss):
         s, t = self._aligned(s_logits, t_logits)
         keep = counted_rows(s_logits.shape[:-1], targets, s_logits.device)
         n = int(keep.sum())
-        total = s.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact when nothing counts
-        for start in range(0, s.shape[0], self.chunk_size):
-            stop = min(start + self.chunk_size, s.shape[0])
-            weight = keep[start:stop]
-            if not bool(weight.any()):
-                continue
-            if torch.is_grad_enabled() and s.requires_grad:
-                part = checkpoint(self._rows, s, t, start, stop, weight, use_reentrant=False)
-            else:
-                part = self._rows(s, t, start, stop, weight)
-            total = total + part
+        bounds = [(start, min(start + self.chunk_size, s.shape[0])) for start in range(0, s.shape[0], self.chunk_size)
+                  if bool(keep[start:start + self.chunk_size].any())]
+
+        def rows(chunk: Tensor, start: int, stop: int) -> Tensor:
+            return self._rows(chunk, t, start, stop, keep[start:stop])
+
+        if not bounds:
+            return s.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact when nothing counts
+        if torch.is_grad_enabled() and s.requires_grad:
+            total = _ChunkedSum.apply(s, rows, bounds)
+        else:
+            total = sum(rows(s[start:stop], start, stop) for start, stop in bounds)
         return total / max(n, 1) * self.temperature**2
 
     def _aligned(self, s_logits: Tensor, t_logits: Tensor | TopK) -> tuple[Tensor, Tensor | TopK]:
