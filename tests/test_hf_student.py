@@ -109,6 +109,7 @@ def test_tokenize_sentences_builds_a_dict_batch():
     batch = tokenize_sentences(_ToyTokenizer(), ["a bb ccc", "dddd"], labels=torch.tensor([1, 0]))
     assert batch["input_ids"].tolist() == [[2, 3, 4], [5, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["mask"].tolist() == [[True, True, True], [True, False, False]]
     assert batch["index"].tolist() == [0, 1] and batch["labels"].tolist() == [1, 0]
     with pytest.raises(ValueError, match="rows"):
         tokenize_sentences(_ToyTokenizer(), ["a b"], labels=torch.tensor([1, 0]))

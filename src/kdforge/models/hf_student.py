@@ -179,11 +179,12 @@ class SentenceEncoder(nn.Module):
 
 def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int = 128,
                        **extra: Tensor) -> dict[str, Tensor]:
-    """A dict batch for kdforge's loop: padded `input_ids`, `attention_mask`, `index` (row ids), plus `extra`
-    tensors (one row per sentence, e.g. cached teacher embeddings or labels)."""
+    """A dict batch for kdforge's loop: padded `input_ids`, `attention_mask`, `mask` (the attention mask as bool:
+    the real tokens token-level losses count), `index` (row ids), plus `extra` tensors (one row per sentence,
+    e.g. cached teacher embeddings or labels)."""
     enc = tokenizer(list(sentences), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-             "index": torch.arange(len(sentences))}
+             "mask": enc["attention_mask"].bool(), "index": torch.arange(len(sentences))}
     for key, value in extra.items():
         if len(value) != len(sentences):
             raise ValueError(f"tokenize_sentences: {key!r} has {len(value)} rows for {len(sentences)} sentences.")
