@@ -259,6 +259,9 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
         cfg = cfg.model_copy(update={"select": "last", "patience": None})
     job = TrainJob(f"student seed {seed}", module, online, data.student_train, cfg,
                    steps_for(cfg, len(data.student_train)), folder, validate)
+    steps = [LOSSES.meta(term.name)["step"] for term in recipe.losses if "step" in LOSSES.meta(term.name)]
+    if steps:  # a method that changes the step itself (GKD's on-policy rollouts) registers it with its loss
+        job.step_fn = steps[0]
     save_summary(fit(job, make_accelerator(cfg.mixed_precision), resume=resume), folder)
     save_model(student, folder, model_spec, args, recipe.student.inputs)
     if peer is not None:
