@@ -89,6 +89,10 @@ def _check_arrays(x: np.ndarray, y: np.ndarray, where: str) -> None:
 
 def load_data(spec: DataSpec, base_dir: str | Path | None = None) -> DataBundle:
     """Load, split and standardise the data a recipe names."""
+    if spec.source.startswith("text:"):  # token sequences for language models (kdforge.llm.data)
+        from kdforge.llm.data import text_source
+
+        return text_source(spec)
     parts, standardize_default = _load_raw(spec, base_dir)
     for key, (x, y) in parts.items():
         _check_arrays(x, y, f"recipe.data ({key})")

@@ -108,3 +108,26 @@ def tiny_causal_lm(arch: str = "gpt2", layers: int = 2, hidden: int = 64, heads:
                              max_position_embeddings=max_positions, **special)
         return LlamaForCausalLM(config)
     raise ValueError(f"tiny_causal_lm: arch must be 'gpt2' or 'llama'; got {arch!r}.")
+
+
+TEXT_SOURCES = {"stdlib_lm": stdlib_lm}
+
+
+def text_source(spec) -> DataBundle:
+    """The DataBundle for a recipe's `data.source: text:<name>` (args from `data.args`; the split from
+    test_size, val_size and split_seed)."""
+    from kdforge.errors import RecipeError
+    from kdforge.validation import unknown_name
+
+    name = spec.source.removeprefix("text:")
+    if name not in TEXT_SOURCES:
+        raise unknown_name("text source", name, TEXT_SOURCES, where="recipe.data.source")
+    if spec.student_labels is not None:
+        raise RecipeError("recipe.data.student_labels: text sources have no labelled subset (every row is its own "
+                          "next-token labels); remove it.")
+    try:
+        bundle, _ = TEXT_SOURCES[name](test_size=spec.test_size, val_size=spec.val_size, seed=spec.split_seed,
+                                       **spec.args)
+    except TypeError as exc:
+        raise RecipeError(f"recipe.data.args: text:{name} does not accept these arguments ({exc}).") from exc
+    return bundle
