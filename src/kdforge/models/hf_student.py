@@ -177,6 +177,35 @@ class SentenceEncoder(nn.Module):
         return self.embed(input_ids, attention_mask)
 
 
+class DualEncoder(nn.Module):
+    """A bi-encoder ranker: query and passages embedded separately, scored by dot product (for `margin_mse`).
+
+    forward(query_input_ids (B, T), query_attention_mask, doc_input_ids (B, n, T'), doc_attention_mask)
+    returns (B, n) scores, e.g. n = 2 for (positive, negative) as in margin-MSE distillation from a
+    cross-encoder. The same `SentenceEncoder` (shared weights) embeds queries and passages.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        ...                             intermediate_size=32, vocab_size=50))
+        >>> q, d = torch.randint(1, 50, (3, 4)), torch.randint(1, 50, (3, 2, 5))
+        >>> DualEncoder(SentenceEncoder(bert, normalize=False))(q, torch.ones_like(q), d, torch.ones_like(d)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, query_input_ids: Tensor, query_attention_mask: Tensor, doc_input_ids: Tensor,
+                doc_attention_mask: Tensor) -> Tensor:
+        batch, n, length = doc_input_ids.shape
+        q = self.encoder.embed(query_input_ids, query_attention_mask)  # (B, D)
+        d = self.encoder.embed(doc_input_ids.reshape(batch * n, length),
+                               doc_attention_mask.reshape(batch * n, length)).reshape(batch, n, -1)  # (B, n, D)
+        return torch.einsum("bd,bnd->bn", q, d)
+
+
 def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int = 128,
                        **extra: Tensor) -> dict[str, Tensor]:
     """A dict batch for kdforge's loop: padded `input_ids`, `attention_mask`, `mask` (the attention mask as bool:
@@ -192,5 +221,5 @@ def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int
     return batch
 
 
-__all__ = ["POOLINGS", "SentenceEncoder", "choose_layers", "layer_list", "pool_hidden", "student_from_teacher",
-           "tokenize_sentences"]
+__all__ = ["POOLINGS", "DualEncoder", "SentenceEncoder", "choose_layers", "layer_list", "pool_hidden",
+           "student_from_teacher", "tokenize_sentences"]
