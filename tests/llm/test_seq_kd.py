@@ -9,7 +9,7 @@ from kdforge.llm.seq_kd import Decoding, continuation_lengths, generate_dataset,
 
 @pytest.fixture(scope="module")
 def teacher():
-    return tiny_causal_lm("gpt2", layers=1, hidden=32, heads=2, vocab_size=50, seed=3)
+    return tiny_causal_lm("gpt2", layers=1, hidden=32, heads=2, vocab_size=50, seed=3).eval()  # no dropout
 
 
 def prompts(n=6, length=3):
@@ -65,3 +65,28 @@ def test_save_and_load_keep_rows_and_provenance(teacher, tmp_path):
 def test_bad_decoding_is_rejected():
     with pytest.raises(ValueError, match="strategy"):
         Decoding("nucleus")
+
+
+def test_unigram_f1_by_hand():
+    from kdforge.llm.seq_kd import unigram_f1
+
+    assert unigram_f1([1, 2, 3], [1, 2, 3]) == 1.0
+    assert unigram_f1([1, 1, 2], [1, 3]) == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert unigram_f1([], [1]) == 0.0 and unigram_f1([4], [5]) == 0.0
+
+
+def test_interpolated_variant_picks_the_beam_candidate_closest_to_the_reference(teacher):
+    from kdforge.llm.seq_kd import interpolated_dataset
+
+    p = prompts(2)
+    beams = teacher.generate(input_ids=p[:1], attention_mask=torch.ones_like(p[:1]), num_beams=3,
+                             num_return_sequences=3, do_sample=False, max_new_tokens=5, eos_token_id=EOS,
+                             pad_token_id=PAD)
+    last = [t for t in beams[2, 3:].tolist() if t not in (PAD, EOS)]  # the lowest-ranked beam's continuation
+    assert last != [t for t in beams[0, 3:].tolist() if t not in (PAD, EOS)]
+    data, provenance = interpolated_dataset(teacher, p, [last, [7, 8]], num_beams=3, max_new_tokens=5)
+    row = data.tensors["input_ids"][0]
+    assert [t for t in row[3:].tolist() if t not in (PAD, EOS)] == last  # F1 = 1: the reference itself
+    assert provenance["decoding"]["num_beams"] == 3 and provenance["mean_similarity"] >= 0.5
+    with pytest.raises(ValueError, match="references"):
+        interpolated_dataset(teacher, p, [last], num_beams=3, max_new_tokens=5)
