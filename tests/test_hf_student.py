@@ -128,3 +128,25 @@ def test_pkd_skip_on_cls_states_of_hf_encoder_layers():
     values = distil(teacher, student, loss, {f"s{i}": f"bert.encoder.layer.{i}" for i in range(2)},
                     {f"t{i}": f"bert.encoder.layer.{i}" for i in range(6)}, steps=25)
     assert values[-1] < 0.5 * values[0]
+
+
+def test_hf_student_model_spec_builds_and_rebuilds_a_saved_student(tmp_path):
+    """`student: {model: "hf_student:<teacher folder>", args: {task: ..., layers: [...]}}` in a recipe."""
+    from kdforge.errors import RecipeError
+    from kdforge.models import build_model, load_saved_model, save_model
+
+    teacher = tiny_bert(transformers.BertForSequenceClassification, layers=4, num_labels=3)
+    teacher.save_pretrained(tmp_path / "teacher")
+    args = {"task": "sequence_classification", "layers": [1, 3]}
+    student, used = build_model("hf_student:teacher", args, None, "recipe.student", base_dir=tmp_path)
+    assert student.config.num_hidden_layers == 2 and used == args
+    assert torch.equal(student.bert.encoder.layer[1].output.dense.weight,
+                       teacher.bert.encoder.layer[3].output.dense.weight)
+    with torch.no_grad():
+        student.classifier.weight.add_(1.0)  # "training"
+    save_model(student, tmp_path / "student", "hf_student:" + str(tmp_path / "teacher"), used, ["input_ids"])
+    again, _ = load_saved_model(tmp_path / "student", "recipe.student")
+    assert torch.equal(again.classifier.weight, student.classifier.weight)
+    with pytest.raises(RecipeError, match="args.layers"):
+        build_model("hf_student:teacher", {"task": "sequence_classification", "layers": [3, 1]}, None,
+                    "recipe.student", base_dir=tmp_path)

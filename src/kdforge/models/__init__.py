@@ -50,10 +50,15 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         from kdforge.models.hf import load_hf_model
 
         model = load_hf_model(spec.removeprefix("hf:"), args, where, base_dir)
+    elif spec.startswith("hf_student:"):  # a transformers teacher with fewer layers, weights copied
+        from kdforge.models.hf_student import load_student_from_teacher
+
+        model = load_student_from_teacher(spec.removeprefix("hf_student:"), args, where, base_dir)
     else:
         raise RecipeError(
             f"{where}.model: {spec!r} has no known prefix. Use builtin:<name> "
-            f"({', '.join(MODELS.names())}), py:package.module:attr, or hf:<folder or hub name>."
+            f"({', '.join(MODELS.names())}), py:package.module:attr, hf:<folder or hub name>, or "
+            "hf_student:<teacher folder> (a smaller student built from a transformers teacher)."
         )
     if not isinstance(model, nn.Module):
         raise RecipeError(f"{where}.model: {spec!r} returned {type(model).__name__}, not a torch.nn.Module.")

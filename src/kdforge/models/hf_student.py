@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdforge.errors import KDForgeError
+from kdforge.errors import KDForgeError, RecipeError
 
 POOLINGS = ("mean", "cls")
 
@@ -113,6 +114,23 @@ def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] =
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise KDForgeError(f"student_from_teacher: weights did not fit (missing {missing}, unexpected {unexpected}).")
     return student.train(teacher.training)
+
+
+def load_student_from_teacher(name: str, args: dict[str, Any], where: str,
+                              base_dir: str | Path | None = None) -> nn.Module:
+    """The `hf_student:<teacher folder or hub name>` model spec: load the teacher with `hf:`'s rules (`task`
+    picks the head), then `student_from_teacher(teacher, layers)`; `layers` defaults to 'every_other'.
+
+    A saved student rebuilds the same way (the teacher must still be loadable), then its own weights load."""
+    from kdforge.models.hf import load_hf_model
+
+    args = dict(args)
+    layers = args.pop("layers", "every_other")
+    teacher = load_hf_model(name, args, where, base_dir)
+    try:
+        return student_from_teacher(teacher, layers)
+    except ValueError as exc:
+        raise RecipeError(f"{where}.args.layers: {exc}") from None
 
 
 def pool_hidden(hidden: Tensor, attention_mask: Tensor | None, pooling: str = "mean") -> Tensor:
@@ -221,5 +239,6 @@ def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int
     return batch
 
 
-__all__ = ["POOLINGS", "DualEncoder", "SentenceEncoder", "choose_layers", "layer_list", "pool_hidden",
+__all__ = ["POOLINGS", "DualEncoder", "SentenceEncoder", "choose_layers", "layer_list", "load_student_from_teacher",
+           "pool_hidden",
            "student_from_teacher", "tokenize_sentences"]
