@@ -47,6 +47,9 @@ def test_multi_exit_recipe_measures_the_early_exit_curve(tmp_path, tiny_recipe_d
     assert curve[0]["threshold"] == 0.0 and curve[0]["mean_exit"] == 1.0
     assert all(0.0 <= point["mean_exit"] <= 1.0 for point in curve)
     assert (folder / "loss_state.safetensors").is_file()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["methods"]["0"]["multi_exit"]["curve"] == curve
+    assert "early exit at early" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_mutual_learning_seeds_are_independent(tmp_path, tiny_recipe_dict):

@@ -267,16 +267,19 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
     if peer is not None:
         _, peer_spec, peer_args = _model_from_spec(recipe.teacher, recipe, data, "recipe.teacher")
         save_model(peer, folder.parent / "peer", peer_spec, peer_args, recipe.teacher.inputs)
-    save_method_state(module, recipe, data, folder)
+    save_method_state(module, recipe, data, folder, peer if peer is not None else teacher)
     if online is not None:
         online.close()
     module.capture.remove()
     return student
 
 
-def save_method_state(module: DistillModule, recipe: Recipe, data: DataBundle, folder: Path) -> None:
+def save_method_state(module: DistillModule, recipe: Recipe, data: DataBundle, folder: Path,
+                      teacher: nn.Module | None) -> None:
     """Keep what the loss terms learned (projectors, exit heads) as `loss_state.safetensors`, and run the
-    measurements a method registers (`evaluate=` in its registry entry, e.g. the early-exit curve) on the
+    measurements a method registers (`evaluate=` in its registry entry: the early-exit curve, DistillSpec's
+    acceptance rate; called with the loss term, the student, the teacher model or None, the test split, the
+    student's inputs and taps) on the
     test split into `method_metrics.json`."""
     state = module.loss.state_dict()
     if state:
@@ -285,7 +288,9 @@ def save_method_state(module: DistillModule, recipe: Recipe, data: DataBundle, f
     for name, term in module.loss.terms.items():
         evaluate = LOSSES.meta(name).get("evaluate")
         if evaluate is not None:
-            measured[name] = evaluate(term, module.student, data.test, recipe.student.inputs, recipe.taps.student)
+            result = evaluate(term, module.student, teacher, data.test, recipe.student.inputs, recipe.taps.student)
+            if result is not None:
+                measured[name] = result
     if measured:
         io.write_json(folder / "method_metrics.json", measured)
 

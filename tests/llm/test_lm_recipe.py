@@ -24,6 +24,14 @@ def test_shipped_recipe_trains_teacher_and_students_on_a_small_budget(tmp_path):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert result is not None and report
     assert (tmp_path / "run" / "seed-0" / "student" / "model.safetensors").is_file()
+    # DistillSpec ships in the report: the student measured as a draft model for the teacher
+    draft = report["methods"]["0"]["token_kd"]
+    from kdforge.llm.distillspec import expected_speedup
+
+    assert 0.0 < draft["acceptance_rate"] <= 1.0 and draft["positions"] > 0
+    assert draft["expected_speedup"]["3"] == pytest.approx(
+        expected_speedup(draft["acceptance_rate"], 3, draft["cost_ratio"]))
+    assert "speculative-decoding draft" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_text_sources_check_their_names_and_arguments():

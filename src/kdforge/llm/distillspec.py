@@ -53,6 +53,15 @@ def expected_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
     return expected_tokens_per_step(alpha, gamma) / (gamma * cost_ratio + 1.0)
 
 
+def evaluate_draft(loss: nn.Module, student: nn.Module, teacher: nn.Module | None, test: TensorData,
+                   inputs: list[str], taps: dict[str, str]) -> dict | None:
+    """After a token-level distillation: the student as a speculative-decoding draft for the teacher, on the
+    test split (the `evaluate=` hook of `token_kd` and `gkd`). None without a teacher model or a token mask."""
+    if teacher is None or "mask" not in test.tensors:
+        return None
+    return measure_acceptance(student, teacher, test, inputs)
+
+
 @torch.no_grad()
 def measure_acceptance(draft: nn.Module, target: nn.Module, data: TensorData, inputs: list[str],
                        gammas: tuple[int, ...] = (1, 3, 5, 7), cost_ratio: float | None = None,

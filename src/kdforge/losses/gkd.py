@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.data.tensors import Batch
-from kdforge.losses.token_kd import TokenKDLoss
+from kdforge.losses.token_kd import TokenKDLoss, evaluate_as_draft
 from kdforge.registry import LOSSES
 from kdforge.validation import check_probability
 
@@ -85,6 +85,7 @@ def gkd_step(module: nn.Module, teacher, batch: Batch) -> dict[str, Tensor]:
     paper="Agarwal et al. 2024, https://arxiv.org/abs/2306.13649",
     summary="on-policy GKD: generalised JSD(beta) on a lmbda-mix of fixed and student-generated sequences",
     step=gkd_step,
+    evaluate=evaluate_as_draft,
 )
 class GKDLoss(TokenKDLoss):
     """Generalised KD: token-level generalised JSD (beta) on fixed or student-generated sequences (see module).

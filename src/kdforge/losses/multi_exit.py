@@ -40,8 +40,8 @@ class ExitHead(nn.Module):
         return self.classifier(pool_feature(feature))  # (B, K)
 
 
-def evaluate_exits(loss: MultiExitLoss, student: nn.Module, test: TensorData, inputs: list[str],
-                   taps: dict[str, str]) -> dict:
+def evaluate_exits(loss: MultiExitLoss, student: nn.Module, teacher: nn.Module | None, test: TensorData,
+                   inputs: list[str], taps: dict[str, str]) -> dict:
     """After training: accuracy, mean exit and latency at a range of entropy thresholds (batch size 1)."""
     from kdforge.early_exit import EarlyExit, early_exit_curve
 

@@ -122,12 +122,20 @@ def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.devi
     return keep.flatten()
 
 
+def evaluate_as_draft(*args):
+    """DistillSpec's measures of the student as a draft model for the teacher (kdforge.llm.distillspec)."""
+    from kdforge.llm.distillspec import evaluate_draft
+
+    return evaluate_draft(*args)
+
+
 @LOSSES.register(
     "token_kd",
     example={"divergence": "jsd", "beta": 0.5, "temperature": 2.0, "chunk_size": 3},
     paper="Kim & Rush 2016, https://arxiv.org/abs/1606.07947; Agarwal et al. 2024 (GKD), "
           "https://arxiv.org/abs/2306.13649; Ko et al. 2024 (skew KL), https://arxiv.org/abs/2402.03898",
     summary="token-level KD on next-token distributions: forward/reverse KL, JSD(beta), TV, skew KL; chunked",
+    evaluate=evaluate_as_draft,
 )
 class TokenKDLoss(DistillLoss):
     """Token-level KD: T² · D(p_teacher, p_student) per token, averaged over the tokens that count.

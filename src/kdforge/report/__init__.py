@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from dataclasses import asdict
@@ -137,6 +138,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
     if scratch:
         report["scratch"] = summarise(scratch, evaluation["extras_scratch"] if evaluation else None)
         report["kd_gain"] = student["accuracy"] - report["scratch"]["accuracy"]
+    methods = {str(seed): json.loads((r.folder / "method_metrics.json").read_text())
+               for seed, r in students.items() if (r.folder / "method_metrics.json").is_file()}
+    if methods:  # what methods measure after training (early-exit curve, DistillSpec acceptance), per seed
+        report["methods"] = methods
     if evaluation_error is not None:
         report["evaluation_error"] = evaluation_error
     if evaluation is not None:

@@ -69,8 +69,34 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
     if "fidelity" in report:
         fidelity += _pac_blocks(report)
         sections += _detail_sections(report)
+    if "methods" in report:
+        sections.append(("Method measurements", _method_blocks(report["methods"])))
     sections.append(("Per seed", _per_seed_blocks(report)))
     return sections
+
+
+def _method_blocks(methods: dict[str, dict[str, Any]]) -> list[Block]:
+    """Early-exit curves and DistillSpec acceptance, as the methods measured them after training."""
+    blocks: list[Block] = []
+    for seed, measured in methods.items():
+        exits = measured.get("multi_exit")
+        if exits:
+            rows = [[f"{p['threshold']:g}", pct(p["accuracy"]), f"{p['mean_exit']:.2f}", _ms(p["latency_ms"]),
+                     f"{p['speedup']:.2f}x"] for p in exits["curve"]]
+            blocks += [("p", f"Seed {seed}, early exit at {', '.join(exits['exits'])} (entropy threshold; "
+                             "batch size 1; mean exit 0 = always the first exit, "
+                             f"{len(exits['exits'])} = the full network):"),
+                       ("table", ["threshold", "accuracy", "mean exit", "latency", "speed-up"], rows, "rrrrr")]
+        for name in ("token_kd", "gkd"):
+            draft = measured.get(name)
+            if draft:
+                speedups = ", ".join(f"gamma {g}: {s:.2f}x" for g, s in draft["expected_speedup"].items())
+                blocks.append(("p", f"Seed {seed}, the student as a speculative-decoding draft for the teacher "
+                                    f"(DistillSpec): acceptance rate {pct(draft['acceptance_rate'])} (greedy "
+                                    f"{pct(draft['greedy_acceptance_rate'])}) over {draft['positions']:,} "
+                                    f"positions; expected speed-up at cost ratio {draft['cost_ratio']:.3f}: "
+                                    f"{speedups}."))
+    return blocks
 
 
 def _pac_blocks(report: dict[str, Any]) -> list[Block]:
