@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--layers", default="0,5", help="teacher layers the student keeps (0-based, comma-separated)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
