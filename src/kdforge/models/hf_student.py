@@ -224,6 +224,30 @@ class DualEncoder(nn.Module):
         return torch.einsum("bd,bnd->bn", q, d)
 
 
+def mlm_mask(batch: dict[str, Tensor], mask_token_id: int, vocab_size: int, special_ids: Sequence[int] = (),
+             probability: float = 0.15, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """BERT's masked-LM corruption (Devlin et al. 2019), as DistilBERT trains with it: a copy of `batch` where
+    `probability` of the real, non-special tokens are chosen; of those 80 % become `mask_token_id`, 10 % a
+    random token, 10 % stay. `labels` holds the original id at chosen positions and -100 elsewhere, and `mask`
+    marks the chosen positions, so `ce` (MLM labels) and `kd` (teacher MLM logits) both count only those.
+
+    Teacher and student must see the same corrupted `input_ids`: apply this once per batch, before both."""
+    if not 0 < probability < 1:
+        raise ValueError(f"mlm_mask: probability must be in (0, 1); got {probability!r}.")
+    ids = batch["input_ids"]
+    real = batch.get("attention_mask", torch.ones_like(ids)).bool()
+    for special in special_ids:
+        real &= ids != special
+    chosen = (torch.rand(ids.shape, generator=generator) < probability) & real
+    action = torch.rand(ids.shape, generator=generator)
+    corrupted = ids.clone()
+    corrupted[chosen & (action < 0.8)] = mask_token_id
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    corrupted[swap] = torch.randint(0, vocab_size, ids.shape, generator=generator)[swap]
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return {**batch, "input_ids": corrupted, "labels": labels, "mask": chosen}
+
+
 def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int = 128,
                        **extra: Tensor) -> dict[str, Tensor]:
     """A dict batch for kdforge's loop: padded `input_ids`, `attention_mask`, `mask` (the attention mask as bool:
@@ -240,5 +264,5 @@ def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int
 
 
 __all__ = ["POOLINGS", "DualEncoder", "SentenceEncoder", "choose_layers", "layer_list", "load_student_from_teacher",
-           "pool_hidden",
+           "mlm_mask", "pool_hidden",
            "student_from_teacher", "tokenize_sentences"]
