@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, shape_of
 from kdforge.models.adapters import Projector, check_projector_kind
 from kdforge.registry import LOSSES
@@ -37,7 +37,7 @@ def boundary_loss(student_pre: Tensor, teacher_pre: Tensor, margin: float) -> Te
     nonzero_at_match="the margin penalises matching pre-activations closer to 0 than the margin, and the "
                      "connector is randomly initialised",
 )
-class ABLoss(DistillLoss):
+class ABLoss(PairedFeatureLoss):
     """Activation-boundary transfer: make each student neuron (through a connector) active exactly where the
     teacher's is, with a margin.
 
@@ -81,9 +81,6 @@ class ABLoss(DistillLoss):
         self.connectors = None
         if projector != "none":
             self.connectors = nn.ModuleList([Projector(projector, batchnorm=True) for _ in self.pairs])
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

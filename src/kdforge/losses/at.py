@@ -12,7 +12,7 @@ from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, shape_of
 from kdforge.registry import LOSSES
 from kdforge.validation import check_same_shape
@@ -29,7 +29,7 @@ def attention_map(feat: Tensor, p: float = 2) -> Tensor:
     paper="Zagoruyko & Komodakis 2017, https://arxiv.org/abs/1612.03928",
     summary="attention transfer: match L2-normalised spatial attention maps (mean_c |F|^p) of paired layers",
 )
-class ATLoss(DistillLoss):
+class ATLoss(PairedFeatureLoss):
     """Attention transfer: match L2-normalised spatial attention maps of paired layers.
 
     a = normalize(mean_c |F|^p) over H·W; loss = mean over pairs of mean((a_s - a_t)^2).
@@ -61,9 +61,6 @@ class ATLoss(DistillLoss):
         if not p > 0:  # written this way so NaN is rejected too
             raise ValueError(f"The 'p' parameter of ATLoss must be > 0. Got {p!r} instead.")
         self.p = p
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

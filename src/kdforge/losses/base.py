@@ -54,6 +54,15 @@ class DistillLoss(nn.Module):
         raise NotImplementedError
 
 
+class PairedFeatureLoss(DistillLoss):
+    """A loss over (student_tap, teacher_tap) pairs of captured features; `self.pairs` says what it reads."""
+
+    pairs: list[tuple[str, str]]
+
+    def required_taps(self) -> tuple[set[str], set[str]]:
+        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
+
+
 class WeightedSum(nn.Module):
     """Sum of weighted loss terms; returns every active term for logging, as `{"loss": total, name: value}`.
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, flat
 from kdforge.models.adapters import Projector
 from kdforge.registry import LOSSES
@@ -58,7 +58,7 @@ class _ContrastHead(nn.Module):
     nonzero_at_match="a contrastive loss: positives are never scored with certainty against the noise, "
                      "so identical features still give a positive value",
 )
-class CRDLoss(DistillLoss):
+class CRDLoss(PairedFeatureLoss):
     """Contrastive representation distillation: the student embedding of a sample must pick out the
     teacher embedding of the same sample among K others from a memory bank, and vice versa.
 
@@ -114,9 +114,6 @@ class CRDLoss(DistillLoss):
         self.temperature = check_positive(temperature, "temperature", "CRDLoss")
         self.momentum = check_probability(momentum, "momentum", "CRDLoss")
         self.heads = nn.ModuleList([_ContrastHead(num_samples, embed_dim) for _ in self.pairs])
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         if targets.index is None:

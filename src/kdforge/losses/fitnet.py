@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, shape_of
 from kdforge.models.adapters import Projector, check_projector_kind
 from kdforge.registry import LOSSES
@@ -36,7 +36,7 @@ def _hint(student: Tensor, teacher: Tensor, projected: bool) -> str:
     summary="hints: MSE between a learned regressor of a student feature and a teacher feature",
     nonzero_at_match="the regressor is a randomly initialised layer, not the identity, so r(F) != F at start",
 )
-class FitNetLoss(DistillLoss):
+class FitNetLoss(PairedFeatureLoss):
     """FitNets hints: regress a student layer onto a teacher layer through a learned projector.
 
     loss = mean over pairs of mean((r(F_s) - F_t)^2), with r a 1x1 convolution for (B, C, H, W) maps or a
@@ -74,9 +74,6 @@ class FitNetLoss(DistillLoss):
         self.projector = check_projector_kind(projector, "FitNetLoss")
         kind = None if projector == "none" else projector
         self.projectors = nn.ModuleList([Projector(kind) for _ in self.pairs]) if kind else None
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

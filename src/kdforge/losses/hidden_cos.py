@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import as_tokens, feature, token_mask
 from kdforge.models.adapters import Projector
 from kdforge.registry import LOSSES
@@ -24,7 +24,7 @@ from kdforge.validation import check_same_shape
     paper="Sanh et al. 2019, https://arxiv.org/abs/1910.01108",
     summary="DistilBERT's cosine loss: 1 - cos between student and teacher hidden states, per real token",
 )
-class HiddenCosLoss(DistillLoss):
+class HiddenCosLoss(PairedFeatureLoss):
     """DistilBERT's cosine-embedding loss: align the directions of the student's and teacher's hidden states.
 
     loss = mean over pairs of mean over real tokens of (1 - cos(h_s, h_t)), where a token is real when
@@ -58,9 +58,6 @@ class HiddenCosLoss(DistillLoss):
                 f"The 'projector' parameter of HiddenCosLoss must be 'none' or 'linear'. Got {projector!r}.")
         self.projector = projector
         self.projectors = nn.ModuleList([Projector("linear") for _ in self.pairs]) if projector == "linear" else None
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

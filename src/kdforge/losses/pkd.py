@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import ShapeMismatchError
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, shape_of
 from kdforge.models.adapters import Projector
 from kdforge.registry import LOSSES
@@ -43,7 +43,7 @@ def pooled_state(x: Tensor, pool: str, mask: Tensor | None = None) -> Tensor:
     paper="Sun et al. 2019, https://arxiv.org/abs/1908.09355",
     summary="patient KD: squared distance between L2-normalised [CLS]/pooled hidden states of paired layers",
 )
-class PKDLoss(DistillLoss):
+class PKDLoss(PairedFeatureLoss):
     """Patient KD's hidden-state loss: the student's intermediate [CLS] states follow the teacher's, after
     L2 normalisation.
 
@@ -84,9 +84,6 @@ class PKDLoss(DistillLoss):
         self.pool = pool
         self.projector = projector
         self.projectors = nn.ModuleList([Projector("linear") for _ in self.pairs]) if projector == "linear" else None
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, flat, pairwise_distances
 from kdforge.registry import LOSSES
 from kdforge.validation import check_same_shape
@@ -43,7 +43,7 @@ def angle_loss(student: Tensor, teacher: Tensor) -> Tensor:
     paper="Park et al. 2019, https://arxiv.org/abs/1904.05068",
     summary="relational KD: match normalised pairwise distances and triplet angles between samples",
 )
-class RKDLoss(DistillLoss):
+class RKDLoss(PairedFeatureLoss):
     """Relational KD: transfer the structure of the batch (distances and angles between samples), not the
     features themselves, so student and teacher widths may differ.
 
@@ -79,9 +79,6 @@ class RKDLoss(DistillLoss):
         if distance_weight == 0 and angle_weight == 0:
             raise ValueError("RKDLoss: distance_weight and angle_weight are both 0; give at least one a weight > 0.")
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []

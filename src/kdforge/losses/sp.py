@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.layer_maps import expand_pairs
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.functional import feature, flat
 from kdforge.registry import LOSSES
 from kdforge.validation import check_same_shape
@@ -28,7 +28,7 @@ def similarity(feat: Tensor) -> Tensor:
     paper="Tung & Mori 2019, https://arxiv.org/abs/1907.09682",
     summary="similarity-preserving: match the row-normalised B x B sample-similarity matrices",
 )
-class SPLoss(DistillLoss):
+class SPLoss(PairedFeatureLoss):
     """Similarity-preserving KD: samples that activate the teacher similarly should activate the student
     similarly. Compares B x B similarity matrices, so widths and spatial sizes may differ.
 
@@ -54,9 +54,6 @@ class SPLoss(DistillLoss):
     def __init__(self, pairs: list[tuple[str, str]] | dict) -> None:
         super().__init__()
         self.pairs = expand_pairs(pairs, "SPLoss")
-
-    def required_taps(self) -> tuple[set[str], set[str]]:
-        return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
