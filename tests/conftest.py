@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from tests.tiny import tiny_recipe  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -23,15 +25,5 @@ def _seed():
 
 @pytest.fixture
 def tiny_recipe_dict():
-    """A recipe that trains in about a second: iris, MLP teacher trained first, smaller MLP student."""
-    return {
-        "name": "tiny",
-        "seeds": [0],
-        "data": {"source": "sklearn:iris", "test_size": 0.3, "val_size": 0.2},
-        "teacher": {"model": "builtin:mlp", "args": {"hidden": [32]},
-                    "train": {"epochs": 5, "lr": 0.01, "batch_size": 16, "progress": False}},
-        "student": {"model": "builtin:mlp", "args": {"hidden": [4]}},
-        "losses": [{"name": "kd", "weight": 0.9, "temperature": 2.0}, {"name": "ce", "weight": 0.1}],
-        "train": {"epochs": 3, "batch_size": 16, "lr": 0.01, "progress": False},
-        "baseline": True,
-    }
+    """A recipe that trains in about a second (tests/tiny.py); each test gets its own copy to change."""
+    return tiny_recipe()
