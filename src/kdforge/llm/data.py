@@ -15,6 +15,8 @@ Rows are split into train / val / test by a seeded permutation (rows are fixed-l
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -110,24 +112,40 @@ def tiny_causal_lm(arch: str = "gpt2", layers: int = 2, hidden: int = 64, heads:
     raise ValueError(f"tiny_causal_lm: arch must be 'gpt2' or 'llama'; got {arch!r}.")
 
 
-TEXT_SOURCES = {"stdlib_lm": stdlib_lm}
+def _text_sources() -> dict:
+    from kdforge.data import text
+
+    return {"stdlib_lm": stdlib_lm, "stdlib_topics": text.stdlib_topics, "stdlib_tags": text.stdlib_tags,
+            "stdlib_mlm": text.stdlib_mlm, "stdlib_sentences": text.stdlib_sentences}
 
 
-def text_source(spec) -> DataBundle:
+TEXT_SOURCES = _text_sources()
+
+
+def text_source(spec, base_dir=None) -> DataBundle:
     """The DataBundle for a recipe's `data.source: text:<name>` (args from `data.args`; the split from
-    test_size, val_size and split_seed)."""
+    test_size, val_size and split_seed; `base_dir`, the recipe's folder, for a local `hf:` tokenizer).
+    Sources with a `student_labels` parameter (labelled ones, like stdlib_topics) honour `data.student_labels`
+    and `data.transfer_set`; the others reject `student_labels`."""
+    from kdforge.data.text import accepts_student_labels, check_source_args
     from kdforge.errors import RecipeError
     from kdforge.validation import unknown_name
 
     name = spec.source.removeprefix("text:")
     if name not in TEXT_SOURCES:
         raise unknown_name("text source", name, TEXT_SOURCES, where="recipe.data.source")
-    if spec.student_labels is not None:
-        raise RecipeError("recipe.data.student_labels: text sources have no labelled subset (every row is its own "
-                          "next-token labels); remove it.")
+    source = TEXT_SOURCES[name]
+    check_source_args(name, source, spec.args)
+    kwargs = dict(spec.args, test_size=spec.test_size, val_size=spec.val_size, seed=spec.split_seed)
+    if accepts_student_labels(source):
+        kwargs.update(student_labels=spec.student_labels, transfer_set=spec.transfer_set)
+    elif spec.student_labels is not None:
+        raise RecipeError(f"recipe.data.student_labels: text:{name} has no labelled subset (its labels are per "
+                          "token or there are none); remove it, or use text:stdlib_topics.")
+    if "base_dir" in inspect.signature(source).parameters:
+        kwargs["base_dir"] = base_dir
     try:
-        bundle, _ = TEXT_SOURCES[name](test_size=spec.test_size, val_size=spec.val_size, seed=spec.split_seed,
-                                       **spec.args)
+        bundle, _ = source(**kwargs)
     except TypeError as exc:
         raise RecipeError(f"recipe.data.args: text:{name} does not accept these arguments ({exc}).") from exc
     return bundle

@@ -18,6 +18,7 @@ from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
 from kdforge.models import builtin  # noqa: F401  (registers the built-in architectures)
+from kdforge.models import text  # noqa: F401  (registers builtin:bert, builtin:bilstm, builtin:textcnn)
 from kdforge.registry import MODELS
 
 MODEL_FORMAT = "kdforge-model"
@@ -50,6 +51,13 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         from kdforge.models.hf import load_hf_model
 
         model = load_hf_model(spec.removeprefix("hf:"), args, where, base_dir)
+    elif spec.startswith("hf_config:"):  # a transformers class from its config (saved from_teacher students)
+        from kdforge.models.hf import build_from_config
+
+        model = build_from_config(spec.removeprefix("hf_config:"), args, where)
+    elif spec == "from_teacher":
+        raise RecipeError(f"{where}.model: 'from_teacher' needs the recipe's teacher; it is valid only as "
+                          "recipe.student.model in a recipe run. Elsewhere give hf_student:<teacher folder>.")
     elif spec.startswith("hf_student:"):  # a transformers teacher with fewer layers, weights copied
         from kdforge.models.hf_student import load_student_from_teacher
 
@@ -58,7 +66,8 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         raise RecipeError(
             f"{where}.model: {spec!r} has no known prefix. Use builtin:<name> "
             f"({', '.join(MODELS.names())}), py:package.module:attr, hf:<folder or hub name>, or "
-            "hf_student:<teacher folder> (a smaller student built from a transformers teacher)."
+            "hf_student:<teacher folder> (a smaller student built from a transformers teacher), "
+            "hf_config:<transformers class> with args.config, or (students only) from_teacher."
         )
     if not isinstance(model, nn.Module):
         raise RecipeError(f"{where}.model: {spec!r} returned {type(model).__name__}, not a torch.nn.Module.")
@@ -94,6 +103,45 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], where: str
             "Check that the model arguments match the ones the weights were trained with."
         )
     model.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class CopiedWeights:
+    """What `copy_matching_weights` copied: target tensor names, the total, and the name prefixes aligned."""
+
+    names: list[str]
+    total: int
+    source_prefix: str
+    target_prefix: str
+
+
+def copy_matching_weights(source: dict[str, torch.Tensor], target: nn.Module) -> CopiedWeights:
+    """Copy into `target` every tensor of `source` whose name and shape match, in place.
+
+    Names may differ by one leading component, which is how one architecture's heads wrap the same base model
+    (transformers' `base_model_prefix`: `bert.encoder...` in BertForMaskedLM and BertForSequenceClassification,
+    `encoder...` in BertModel, `encoder.encoder...` in a SentenceEncoder). The alignment that copies the most
+    tensors wins; the identity wins ties. Tensors of `target` without a counterpart keep their values.
+    """
+    own = target.state_dict()
+
+    def heads(keys: list[str]) -> list[str]:
+        return ["", *sorted({k.split(".", 1)[0] + "." for k in keys if "." in k})]
+
+    best = CopiedWeights([], len(own), "", "")
+    for a in heads(list(source)):
+        for b in heads(list(own)):
+            if a == b and a:
+                continue  # the identity ("", "") already covers it
+            pairs = [(k, b + k[len(a):]) for k in source if k.startswith(a)]
+            names = [t for s, t in pairs if t in own and own[t].shape == source[s].shape]
+            if len(names) > len(best.names):
+                best = CopiedWeights(names, len(own), a, b)
+    a, b = best.source_prefix, best.target_prefix
+    with torch.no_grad():
+        for name in best.names:
+            own[name].copy_(source[a + name[len(b):]])
+    return best
 
 
 def save_model(model: nn.Module, folder: str | Path, spec: str, args: dict[str, Any], inputs: list[str],
@@ -144,4 +192,5 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["DataInfo", "build_model", "count_params", "load_saved_model", "load_state_into", "save_model"]
+__all__ = ["CopiedWeights", "DataInfo", "build_model", "copy_matching_weights", "count_params", "load_saved_model",
+           "load_state_into", "save_model"]

@@ -1,0 +1,364 @@
+"""Text data sources for recipes (`data.source: text:<name>`): encoder tasks on the standard library's docstrings.
+
+Every sentence comes from `kdforge.data.corpus` (read with `ast`, no download), so the runs work offline.
+
+    text:stdlib_topics     sequence classification: which stdlib area a sentence documents (TOPICS)
+                           input_ids, attention_mask (N, L) int64; labels (N,) int64; index (N,)
+    text:stdlib_tags       token classification (see `name_tags`): labels (N, L) with -100 off the first
+                           word piece of each word; mask (N, L) bool = labelled positions
+    text:stdlib_mlm        masked-LM rows, statically masked (BERT's 15 % / 80-10-10): labels (N, L) = the
+                           original id at chosen positions, -100 elsewhere; mask (N, L) bool = chosen positions
+    text:stdlib_sentences  unlabelled sentences for sentence-embedding distillation: input_ids, attention_mask,
+                           mask (the attention mask as bool, what token-level losses count), index; no labels
+
+Every source takes a `tokenizer` argument, because a real Hugging Face teacher must see its own tokenizer's ids:
+`wordpiece` (default: a BERT-style WordPiece trained in-process on the training split's sentences only, so
+held-out text stays unseen), `hf:<local folder or hub name>` (transformers' AutoTokenizer) or
+`py:package.module:attr` (a callable with no arguments that returns a `tokenizers.Tokenizer` or a
+transformers tokenizer).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kdforge.data import DataBundle, _labelled_rows, _split
+from kdforge.data.augment import AugmentSpec, augment_sentences
+from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
+from kdforge.data.tensors import TensorData
+from kdforge.errors import RecipeError
+from kdforge.imports import is_py_ref, resolve_py_ref
+from kdforge.losses.base import IGNORE_INDEX
+from kdforge.models import DataInfo
+from kdforge.recipe import DataSpec
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD, UNK, CLS, SEP, MASK = range(5)
+
+# Label -> top-level stdlib packages. Chosen so each class has hundreds of sentences on CPython 3.11
+# (tkinter 1007, email 641, asyncio 596, http+urllib 415, logging 391, importlib 356, xml 334, unittest 284);
+# distutils (494) is left out because Python 3.12 removed it. Sentences from other modules are not used.
+TOPICS: dict[str, tuple[str, ...]] = {
+    "asyncio": ("asyncio",),
+    "email": ("email",),
+    "http": ("http", "urllib"),
+    "importlib": ("importlib",),
+    "logging": ("logging",),
+    "tkinter": ("tkinter",),
+    "unittest": ("unittest",),
+    "xml": ("xml",),
+}
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int = 2000):
+    """A lower-casing BERT WordPiece `tokenizers.Tokenizer` trained on `texts`; ids 0-4 are [PAD] [UNK] [CLS]
+    [SEP] [MASK], and encodings are `[CLS] ... [SEP]`. The same texts in the same order give the same vocab."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
+    return tokenizer
+
+
+class TextTokenizer:
+    """One interface over a `tokenizers.Tokenizer` and a transformers tokenizer: fixed-length id rows, the word
+    each token came from, and the special ids the sources need. `backend` is the wrapped tokenizer."""
+
+    def __init__(self, backend: Any, where: str = "recipe.data.args.tokenizer") -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = backend
+        self.where = where
+        self._raw = isinstance(backend, Tokenizer)
+        if self._raw:
+            added = backend.get_added_tokens_decoder()
+            self.special_ids = sorted(i for i, tok in added.items() if tok.special)
+            self.pad_id = backend.token_to_id("[PAD]")
+            self.mask_token = "[MASK]" if backend.token_to_id("[MASK]") is not None else None
+            self.vocab_size = backend.get_vocab_size()
+        elif callable(backend) and hasattr(backend, "all_special_ids"):
+            self.special_ids = sorted(set(backend.all_special_ids))
+            self.pad_id = backend.pad_token_id
+            self.mask_token = backend.mask_token
+            self.vocab_size = len(backend)
+        else:
+            raise RecipeError(f"{where}: got {type(backend).__name__}; expected a tokenizers.Tokenizer or a "
+                              "transformers tokenizer.")
+        if self.pad_id is None:
+            raise RecipeError(f"{where}: the tokenizer has no padding token; give it one ([PAD]).")
+
+    @property
+    def mask_id(self) -> int:
+        return self.token_id(self.require_mask())
+
+    def require_mask(self) -> str:
+        if self.mask_token is None:
+            raise RecipeError(f"{self.where}: this needs a tokenizer with a mask token ([MASK]); it has none.")
+        return self.mask_token
+
+    def token_id(self, token: str) -> int:
+        return self.backend.token_to_id(token) if self._raw else self.backend.convert_tokens_to_ids(token)
+
+    def encode(self, texts: Sequence[str] | Sequence[list[str]], seq_len: int,
+               words: bool = False) -> tuple[Tensor, Tensor, list[list[int | None]]]:
+        """(input_ids, attention_mask) of shape (N, seq_len), padded and truncated, plus each row's word ids
+        (which input word each token came from; None on special tokens and padding). With `words=True` the
+        texts are lists of words (split on whitespace by the caller) and word ids index those lists."""
+        if self._raw:
+            tokenizer = self.backend.from_str(self.backend.to_str())  # a copy: padding settings stay local
+            tokenizer.enable_truncation(max_length=seq_len)
+            tokenizer.enable_padding(pad_id=self.pad_id, pad_token=tokenizer.id_to_token(self.pad_id), length=seq_len)
+            encodings = tokenizer.encode_batch(list(texts), is_pretokenized=words)
+            ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+            attention = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+            return ids, attention, [list(e.word_ids) for e in encodings]
+        enc = self.backend(list(texts), padding="max_length", truncation=True, max_length=seq_len,
+                           is_split_into_words=words, return_tensors="pt")
+        if words and not getattr(enc, "is_fast", False):
+            raise RecipeError(f"{self.where}: word alignment needs a fast (Rust) transformers tokenizer.")
+        word_ids = [enc.word_ids(i) for i in range(len(texts))] if getattr(enc, "is_fast", False) else []
+        return enc["input_ids"].long(), enc["attention_mask"].long(), word_ids
+
+
+def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int | None,
+                   base_dir: str | Path | None = None) -> TextTokenizer:
+    """The `tokenizer` data arg: `wordpiece` (trained on `train_texts`), `hf:<folder or hub name>` (a folder is
+    looked up relative to the recipe first) or `py:package.module:attr` (called with no arguments)."""
+    where = "recipe.data.args.tokenizer"
+    if tokenizer != "wordpiece" and vocab_size is not None:
+        raise RecipeError(f"recipe.data.args.vocab_size only sizes the in-process wordpiece tokenizer; remove it "
+                          f"(the tokenizer {tokenizer!r} brings its own vocabulary).")
+    if tokenizer == "wordpiece":
+        return TextTokenizer(train_wordpiece(train_texts, 2000 if vocab_size is None else vocab_size), where)
+    if tokenizer.startswith("hf:"):
+        name = tokenizer.removeprefix("hf:")
+        local = Path(name).expanduser()
+        if not local.is_absolute() and base_dir is not None and (Path(base_dir) / local).exists():
+            local = Path(base_dir) / local
+        try:
+            from transformers import AutoTokenizer
+
+            backend = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{where}: cannot load {tokenizer!r} ({str(exc).splitlines()[0]}). Give a local "
+                              "folder with the tokenizer files, or a hub name on a machine with network.") from None
+        return TextTokenizer(backend, where)
+    if is_py_ref(tokenizer):
+        factory = resolve_py_ref(tokenizer, where=where, search_dir=base_dir)
+        return TextTokenizer(factory() if callable(factory) else factory, where)
+    raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'hf:<folder or hub name>' or "
+                      "'py:package.module:attr'.")
+
+
+def _permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(train, val, test) row ids from a seeded permutation, each sorted."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test, n_val = int(round(n * test_size)), int(round(n * val_size))
+    parts = order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+    return tuple(part.sort().values for part in parts)  # type: ignore[return-value]
+
+
+def _cat(parts: Sequence[TensorData], name: str) -> TensorData:
+    return TensorData({key: torch.cat([p.tensors[key] for p in parts]) for key in parts[0].tensors}, name=name)
+
+
+def _bundle(info: DataInfo, data: TensorData, train: Tensor, val: Tensor, test: Tensor) -> DataBundle:
+    """A bundle whose teacher, student and scratch models all train on the same rows."""
+    train_data = data.subset(train, name="train")
+    return DataBundle(info=info, teacher_train=train_data, student_train=train_data, scratch_train=train_data,
+                      val=data.subset(val, name="val") if len(val) else None, test=data.subset(test, name="test"))
+
+
+def topic_records() -> tuple[list[DocSentence], np.ndarray]:
+    """The docstring sentences of the TOPICS areas and their class ids (index into TOPICS)."""
+    package_label = {package: k for k, packages in enumerate(TOPICS.values()) for package in packages}
+    records = [r for r in stdlib_documented_sentences() if r.module.split(".")[0] in package_label]
+    labels = np.array([package_label[r.module.split(".")[0]] for r in records], dtype=np.int64)
+    return records, labels
+
+
+def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
+                  augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
+                  seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
+                  base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """(DataBundle, tokenizer) for topic classification of stdlib docstring sentences (labels: TOPICS order).
+
+    Train / val / test are stratified by label. With `student_labels`, the student gets a stratified labelled
+    subset of the training rows (fixed by `seed`), and with `transfer_set` the other training rows as well,
+    unlabelled (labels -100); the scratch baseline gets the labelled subset only; the teacher every training
+    row. `augment` (see kdforge.data.augment) adds Tang et al.'s augmented copies of the student's training
+    sentences, unlabelled, to the student's rows only.
+    """
+    records, labels = topic_records()
+    rows = np.arange(len(records))
+    rest, test, y_rest, _ = _split(rows, labels, test_size, seed)
+    train, val = rest, np.array([], dtype=np.int64)
+    if val_size > 0:
+        train, val, _, _ = _split(rest, y_rest, val_size / (1 - test_size), seed)
+    train, val, test = (torch.from_numpy(np.sort(part)) for part in (train, val, test))
+    texts = [r.text for r in records]
+    tok = load_tokenizer(tokenizer, [texts[i] for i in train.tolist()], vocab_size, base_dir)
+    ids, attention, _ = tok.encode(texts, seq_len)
+    data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": torch.from_numpy(labels)})
+    bundle = _bundle(DataInfo((seq_len,), len(TOPICS)), data, train, val, test)
+
+    y_train = labels[train.numpy()]
+    spec = DataSpec(source="text:stdlib_topics", student_labels=student_labels, split_seed=seed)
+    labelled = _labelled_rows(y_train, spec)  # positions within the training rows
+    teacher_train = bundle.teacher_train
+    if student_labels is not None and transfer_set:
+        student_labels_tensor = torch.full((len(teacher_train),), IGNORE_INDEX, dtype=torch.long)
+        student_labels_tensor[labelled] = teacher_train.tensors["labels"][labelled]
+        student_train = teacher_train.with_tensor("labels", student_labels_tensor)
+    else:
+        student_train = teacher_train.subset(labelled, name="train (student)")
+    if augment is not None:
+        spec_aug = AugmentSpec.from_arg(augment)
+        sentences = [texts[i] for i in student_train.tensors["index"].tolist()]
+        augmented = augment_sentences(sentences, tok.require_mask(), spec_aug)
+        aug_ids, aug_attention, _ = tok.encode(augmented, seq_len)
+        fresh = torch.arange(len(records), len(records) + len(augmented))  # ids no other row has
+        extra = TensorData({"input_ids": aug_ids, "attention_mask": aug_attention, "index": fresh,
+                            "labels": torch.full((len(augmented),), IGNORE_INDEX, dtype=torch.long)})
+        student_train = _cat([student_train, extra], name="train (student, augmented)")
+    bundle.student_train = student_train
+    bundle.scratch_train = teacher_train.subset(labelled, name="train (labelled)")
+    return bundle, tok
+
+
+def _name_parts(record: DocSentence) -> set[str]:
+    parts = f"{record.module}.{record.qualname}".replace("_", ".").lower().split(".")
+    return {part for part in parts if len(part) >= 2}
+
+
+def name_tags(record: DocSentence) -> list[int]:
+    """Per whitespace word of `record.text`: 1 when the word (lower-cased, punctuation stripped) is a part of the
+    documented object's qualified name (module path, class and function names split on '.' and '_'), else 0.
+
+    For example in `asyncio.queues.Queue.qsize`, "Number of items in the queue." tags "queue". The sentence alone
+    does not say which words those are (a "queue" in a `logging` docstring is not tagged), so a tagger has to
+    infer the documented object from the context.
+    """
+    parts = _name_parts(record)
+    return [int("".join(c for c in word.lower() if c.isalnum()) in parts) for word in record.text.split()]
+
+
+def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
+                limit: int | None = None, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0,
+                base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """(DataBundle, tokenizer) for token classification with `name_tags` (2 classes). Only the first word piece of
+    each word is labelled; later pieces, [CLS], [SEP] and padding get -100, and `mask` marks labelled positions."""
+    records = stdlib_documented_sentences()
+    random.Random(seed).shuffle(records)
+    records = records[:limit] if limit is not None else records
+    train, val, test = _permutation_split(len(records), test_size, val_size, seed)
+    words = [r.text.split() for r in records]
+    tok = load_tokenizer(tokenizer, [records[i].text for i in train.tolist()], vocab_size, base_dir)
+    ids, attention, word_ids = tok.encode(words, seq_len, words=True)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for row, (record, row_words) in enumerate(zip(records, word_ids, strict=True)):
+        tags = name_tags(record)
+        previous = None
+        for position, word in enumerate(row_words):
+            if word is not None and word != previous:
+                labels[row, position] = tags[word]
+            previous = word
+    data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": labels,
+                       "mask": labels != IGNORE_INDEX})
+    return _bundle(DataInfo((seq_len,), 2), data, train, val, test), tok
+
+
+def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
+               limit: int | None = None, dupe_factor: int = 5, mlm_probability: float = 0.15,
+               test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
+               base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """(DataBundle, tokenizer) of statically masked MLM rows, as the original BERT pre-training data:
+    `dupe_factor` copies of each training sentence with different masks (BERT's 15 % / 80-10-10 rule, via
+    `kdforge.models.hf_student.mlm_mask`); val and test are masked once with a fixed seed. `num_classes` in
+    the DataInfo is the vocabulary size. Copy k of sentence i has index i + k * (number of sentences)."""
+    from kdforge.models.hf_student import mlm_mask
+
+    if not isinstance(dupe_factor, int) or dupe_factor < 1:
+        raise RecipeError(f"recipe.data.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
+    sentences = [r.text for r in stdlib_documented_sentences()]
+    random.Random(seed).shuffle(sentences)
+    sentences = sentences[:limit] if limit is not None else sentences
+    n = len(sentences)
+    train, val, test = _permutation_split(n, test_size, val_size, seed)
+    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
+    ids, attention, _ = tok.encode(sentences, seq_len)
+    clean = {"input_ids": ids, "attention_mask": attention, "index": torch.arange(n)}
+
+    def masked(rows: Tensor, generator_seed: int) -> dict[str, Tensor]:
+        batch = {key: value[rows] for key, value in clean.items()}
+        try:
+            return mlm_mask(batch, tok.mask_id, tok.vocab_size, tok.special_ids, mlm_probability,
+                            torch.Generator().manual_seed(generator_seed))
+        except ValueError as exc:
+            raise RecipeError(f"recipe.data.args.mlm_probability: {exc}") from exc
+
+    copies = []
+    for k in range(dupe_factor):
+        copy = masked(train, seed * 1000 + k)
+        copies.append(TensorData({**copy, "index": copy["index"] + k * n}, name="train"))
+    train_data = _cat(copies, name="train")
+    held_out_seed = seed * 1000 + 999  # val and test: one fixed mask, the same in every run
+    val_data = TensorData(masked(val, held_out_seed), name="val") if len(val) else None
+    return DataBundle(info=DataInfo((seq_len,), tok.vocab_size), teacher_train=train_data, student_train=train_data,
+                      scratch_train=train_data, val=val_data,
+                      test=TensorData(masked(test, held_out_seed + 1), name="test")), tok
+
+
+def stdlib_sentences(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
+                     limit: int | None = None, test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
+                     base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """(DataBundle, tokenizer) of unlabelled sentences (no `labels` key) for sentence-embedding distillation,
+    where the teacher's embeddings are the only targets. `num_classes` in the DataInfo is 0 (there are none)."""
+    sentences = [r.text for r in stdlib_documented_sentences()]
+    random.Random(seed).shuffle(sentences)
+    sentences = sentences[:limit] if limit is not None else sentences
+    train, val, test = _permutation_split(len(sentences), test_size, val_size, seed)
+    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
+    ids, attention, _ = tok.encode(sentences, seq_len)
+    data = TensorData({"input_ids": ids, "attention_mask": attention, "mask": attention.bool()})
+    return _bundle(DataInfo((seq_len,), 0), data, train, val, test), tok
+
+
+# Arguments text_source fills in from the recipe's data section; a recipe's `data.args` cannot set them.
+INJECTED_ARGS = ("test_size", "val_size", "seed", "student_labels", "transfer_set", "base_dir")
+
+
+def check_source_args(name: str, source: Callable[..., Any], args: dict[str, Any]) -> None:
+    """A RecipeError naming recipe.data.args and listing the valid arguments when `args` has unknown keys."""
+    valid = [p for p in inspect.signature(source).parameters if p not in INJECTED_ARGS]
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        from kdforge.validation import did_you_mean
+
+        hint = did_you_mean(unknown[0], valid)
+        raise RecipeError(f"recipe.data.args: text:{name} has no argument(s) {', '.join(map(repr, unknown))}."
+                          f"{hint} Valid arguments: {', '.join(valid)}. (The split comes from data.test_size, "
+                          "data.val_size and data.split_seed.)")
+
+
+def accepts_student_labels(source: Callable[..., Any]) -> bool:
+    return "student_labels" in inspect.signature(source).parameters
+
+
+__all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
+           "load_tokenizer", "name_tags", "stdlib_mlm", "stdlib_sentences", "stdlib_tags", "stdlib_topics",
+           "topic_records", "train_wordpiece"]
