@@ -50,15 +50,17 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
 
 
 def build_loss(terms: Sequence[LossTerm]) -> WeightedSum:
-    losses, weights, windows = {}, {}, {}
+    losses, weights, windows, progressive = {}, {}, {}, {}
     for i, term in enumerate(terms):
         check_loss_term(term, where=f"recipe.losses[{i}]")
         losses[term.name] = LOSSES.get(term.name)(**term.params)
         weights[term.name] = term.weight
         windows[term.name] = (term.start_step, term.stop_step)
+        if term.progressive_steps is not None:
+            progressive[term.name] = term.progressive_steps
     if not any(start == 0 for start, _ in windows.values()):
         raise RecipeError("recipe.losses: no term is active at step 0; give one term start_step: 0.")
-    return WeightedSum(losses, weights, windows)
+    return WeightedSum(losses, weights, windows, progressive)
 
 
 def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: TensorData,

@@ -157,6 +157,10 @@ class LossTerm(BaseModel):
     weight: float = 1.0
     start_step: int = Field(0, ge=0, description="First optimizer step (0-based) at which the term is active.")
     stop_step: int | None = Field(None, ge=1, description="The term is inactive from this step on (None: never).")
+    progressive_steps: int | None = Field(
+        None, ge=1, description="MobileBERT's progressive layer-wise transfer: from start_step, each layer pair "
+        "(bottom first) trains alone for this many steps with the student layers below it frozen, then all pairs "
+        "train together. Only for losses with layer pairs (fitnet, pkd, hidden_cos, at, tinybert ...).")
 
     @model_validator(mode="after")
     def _window(self) -> LossTerm:
@@ -235,9 +239,30 @@ def check_loss_term(term: LossTerm, where: str) -> None:
                 f"Its parameters: {', '.join(accepted) or '(none)'}."
             )
     try:
-        cls(**term.params)
+        loss = cls(**term.params)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{where}: {exc}") from exc
+    if term.progressive_steps is not None:
+        _check_progressive(term, loss, where)
+
+
+def _check_progressive(term: LossTerm, loss: Any, where: str) -> None:
+    """`progressive_steps` needs layer pairs, and the term must live long enough for every pair's stage."""
+    try:
+        stages = loss.layer_stages()
+    except ValueError as exc:
+        raise RecipeError(f"{where}.progressive_steps: {exc}") from exc
+    if not stages:
+        raise RecipeError(
+            f"{where}.progressive_steps: {type(loss).__name__} ({term.name!r}) has no layer pairs to train one at "
+            "a time. Use it with a layer-paired loss (fitnet, pkd, hidden_cos, at, tinybert ...), or remove "
+            "progressive_steps.")
+    end = term.start_step + len(stages) * term.progressive_steps
+    if term.stop_step is not None and term.stop_step < end:
+        raise RecipeError(
+            f"{where}.progressive_steps: {len(stages)} stages of {term.progressive_steps} steps from start_step "
+            f"{term.start_step} end at step {end}, after stop_step {term.stop_step}, so the upper layers would "
+            f"never get their stage. Set stop_step >= {end} or lower progressive_steps.")
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

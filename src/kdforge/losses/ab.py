@@ -84,7 +84,7 @@ class ABLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for i, (s_name, t_name) in enumerate(self.pairs):
+        for i, (s_name, t_name) in self.active_pairs():
             s = feature(student, s_name, "student", "ab")
             t = feature(teacher, t_name, "teacher", "ab")
             where = f"ab pair ({s_name!r}, {t_name!r})"

@@ -64,7 +64,7 @@ class ATLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for s_name, t_name in self.pairs:
+        for _, (s_name, t_name) in self.active_pairs():
             s = feature(student, s_name, "student", "at")
             t = feature(teacher, t_name, "teacher", "at")
             for x, side, name in ((s, "student", s_name), (t, "teacher", t_name)):

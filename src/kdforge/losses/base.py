@@ -50,17 +50,47 @@ class DistillLoss(nn.Module):
         """Feature names read from (student, teacher); preflight checks they are captured."""
         return set(), set()
 
+    def layer_stages(self) -> list[set[str]]:
+        """The student taps each stage of progressive layer-wise transfer trains, bottom layer first.
+
+        Empty for losses without layer pairs: a recipe's `progressive_steps` is refused for them.
+        """
+        return []
+
+    def set_stage(self, stage: int | None) -> None:
+        """Count only stage `stage`'s layer pairs (progressive transfer), or all of them (None)."""
+        if stage is not None:
+            raise ValueError(f"{type(self).__name__} has no layer pairs to train one stage at a time.")
+
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         raise NotImplementedError
 
 
 class PairedFeatureLoss(DistillLoss):
-    """A loss over (student_tap, teacher_tap) pairs of captured features; `self.pairs` says what it reads."""
+    """A loss over (student_tap, teacher_tap) pairs of captured features; `self.pairs` says what it reads.
+
+    Subclasses loop over `active_pairs()`, not `self.pairs`, so a progressive schedule (`set_stage`) can
+    restrict the loss to one pair; the value is then that pair's term alone (losses average over pairs).
+    """
 
     pairs: list[tuple[str, str]]
+    stage: int | None = None  # set by WeightedSum before each call when the term is progressive
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
+
+    def layer_stages(self) -> list[set[str]]:
+        return [{s} for s, _ in self.pairs]
+
+    def set_stage(self, stage: int | None) -> None:
+        if stage is not None and not 0 <= stage < len(self.pairs):
+            raise ValueError(f"{type(self).__name__}: stage {stage} is out of range for {len(self.pairs)} pairs.")
+        self.stage = stage
+
+    def active_pairs(self) -> list[tuple[int, tuple[str, str]]]:
+        """(index into `pairs`, pair) for the pairs that count now: all of them, or the current stage's one."""
+        pairs = list(enumerate(self.pairs))
+        return pairs if self.stage is None else [pairs[self.stage]]
 
 
 class WeightedSum(nn.Module):
@@ -68,10 +98,16 @@ class WeightedSum(nn.Module):
 
     A term may be active only in a window of optimizer steps `[start, stop)` (FitNets' hint stage, then KD):
     the loop calls `set_step` before each step, and inactive terms are not computed at all.
+
+    A term with `progressive` steps N (MobileBERT's progressive knowledge transfer, Sun et al. 2020) trains its
+    layer stages one at a time from its start step: stage k alone during steps [start + kN, start + (k+1)N),
+    then all stages together. The schedule is a function of the step only, so a resumed run continues it;
+    `progressive_taps` tells the training side which student layers to hold still.
     """
 
     def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float],
-                 windows: dict[str, tuple[int, int | None]] | None = None) -> None:
+                 windows: dict[str, tuple[int, int | None]] | None = None,
+                 progressive: dict[str, int] | None = None) -> None:
         super().__init__()
         if not terms:
             raise ValueError("WeightedSum needs at least one loss term.")
@@ -80,11 +116,41 @@ class WeightedSum(nn.Module):
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
         self.windows = {name: (windows or {}).get(name, (0, None)) for name in terms}
+        self.progressive = {name: n for name, n in (progressive or {}).items() if n is not None}
+        self.stages: dict[str, list[set[str]]] = {}
+        for name, n in self.progressive.items():
+            if name not in terms:
+                raise ValueError(f"WeightedSum: progressive term {name!r} is not one of the terms {sorted(terms)}.")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"WeightedSum: progressive steps of {name!r} must be an integer >= 1; got {n!r}.")
+            self.stages[name] = terms[name].layer_stages()
+            if not self.stages[name]:
+                raise ValueError(f"{type(terms[name]).__name__} has no layer pairs to train one at a time.")
         self.step = 0
         self.every_term = False
 
     def set_step(self, step: int) -> None:
         self.step = step
+
+    def stage(self, name: str) -> int | None:
+        """The stage a progressive term trains alone at the current step; None: every pair counts."""
+        n = self.progressive.get(name)
+        if n is None or self.every_term:
+            return None
+        k = (self.step - self.windows[name][0]) // n
+        return k if 0 <= k < len(self.stages[name]) and self.active(name) else None
+
+    def progressive_taps(self) -> tuple[set[str], set[str]]:
+        """(frozen, training) student taps now: the layers below each progressive term's current stage, and
+        that stage's own layers (a module tapped by both trains)."""
+        frozen: set[str] = set()
+        training: set[str] = set()
+        for name in self.progressive:
+            k = self.stage(name)
+            if k is not None:
+                frozen |= set().union(*self.stages[name][:k])
+                training |= self.stages[name][k]
+        return frozen, training
 
     def active(self, name: str) -> bool:
         start, stop = self.windows[name]
@@ -117,6 +183,8 @@ class WeightedSum(nn.Module):
         return student_taps, teacher_taps
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> dict[str, Tensor]:
+        for name in self.progressive:
+            self.terms[name].set_stage(self.stage(name))
         values = {name: term(student, teacher, targets) for name, term in self.terms.items() if self.active(name)}
         if not values:
             raise ValueError(f"No loss term is active at step {self.step}; check the terms' start_step/stop_step.")

@@ -124,7 +124,8 @@ class CRDLoss(PairedFeatureLoss):
             raise ValueError(f"CRDLoss: sample id {int(index.max())} is outside the memory bank of {self.num_samples} "
                              "rows. Set num_samples to at least the dataset size.")
         terms = []
-        for head, (s_name, t_name) in zip(self.heads, self.pairs, strict=True):
+        for i, (s_name, t_name) in self.active_pairs():
+            head = self.heads[i]
             s = flat(feature(student, s_name, "student", "crd"))  # (B, D_s)
             t = flat(feature(teacher, t_name, "teacher", "crd")).detach()  # (B, D_t)
             v_s = F.normalize(head.embed_student(s), dim=1)  # (B, E)

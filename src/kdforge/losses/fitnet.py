@@ -77,7 +77,7 @@ class FitNetLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for i, (s_name, t_name) in enumerate(self.pairs):
+        for i, (s_name, t_name) in self.active_pairs():
             s = feature(student, s_name, "student", "fitnet")
             t = feature(teacher, t_name, "teacher", "fitnet")
             where = f"fitnet pair ({s_name!r}, {t_name!r})"

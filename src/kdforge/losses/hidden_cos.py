@@ -61,7 +61,7 @@ class HiddenCosLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for i, (s_name, t_name) in enumerate(self.pairs):
+        for i, (s_name, t_name) in self.active_pairs():
             h_s = as_tokens(feature(student, s_name, "student", "hidden_cos"))
             h_t = as_tokens(feature(teacher, t_name, "teacher", "hidden_cos"))
             if self.projectors is not None:

@@ -87,7 +87,7 @@ class PKDLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for i, (s_name, t_name) in enumerate(self.pairs):
+        for i, (s_name, t_name) in self.active_pairs():
             s = feature(student, s_name, "student", "pkd")
             t = feature(teacher, t_name, "teacher", "pkd")
             h_s = pooled_state(s, self.pool, targets.mask)  # (B, D_s)

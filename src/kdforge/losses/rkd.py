@@ -82,7 +82,7 @@ class RKDLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for s_name, t_name in self.pairs:
+        for _, (s_name, t_name) in self.active_pairs():
             s = flat(feature(student, s_name, "student", "rkd"))  # (B, D_s)
             t = flat(feature(teacher, t_name, "teacher", "rkd"))  # (B, D_t)
             check_same_shape(s[:, :1], t[:, :1], what=f"rkd pair ({s_name!r}, {t_name!r}): batch sizes",

@@ -57,7 +57,7 @@ class SPLoss(PairedFeatureLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         terms = []
-        for s_name, t_name in self.pairs:
+        for _, (s_name, t_name) in self.active_pairs():
             g_s = similarity(feature(student, s_name, "student", "sp"))  # (B, B)
             g_t = similarity(feature(teacher, t_name, "teacher", "sp"))  # (B, B)
             check_same_shape(g_s, g_t, what=f"sp pair ({s_name!r}, {t_name!r}): similarity matrices (batch sizes)",

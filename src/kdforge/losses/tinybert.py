@@ -80,6 +80,12 @@ class TinyBERTLoss(DistillLoss):
     to one, so both models need the same number of heads; a width not divisible by `heads` is an error. Use
     `minilm` with relation heads for students with another head count.
 
+    Progressive transfer (a recipe's `progressive_steps`): stage k is the k-th student layer, i.e. its hidden
+    pair and its attention pair. The attention pairs line up with the last hidden pairs, so with one more
+    hidden pair than attention pairs (TinyBERT's embedding-output pair first) the embeddings are stage 0
+    alone; equal counts pair them one to one. Other counts are refused, since which hidden pair goes with
+    which attention pair would be a guess.
+
     Args:
         hidden_pairs: (student_tap, teacher_tap) hidden-state (and embedding-output) pairs, or a layer-map
             spec (TinyBERT: `map: uniform`); may be empty if attention_pairs is given.
@@ -112,11 +118,40 @@ class TinyBERTLoss(DistillLoss):
         self.heads = heads
         self.projector = projector
         self.proj = Projector("linear") if projector == "linear" and self.hidden_pairs else None
+        self.active: tuple[list[int], list[int]] | None = None  # one stage's pairs (progressive)
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         s = {p[0] for p in self.hidden_pairs} | {n for p in self.attention_pairs for n in p[:2]}
         t = {p[1] for p in self.hidden_pairs} | {n for p in self.attention_pairs for n in p[2:]}
         return s, t
+
+    def _stage_pairs(self) -> list[tuple[list[int], list[int]]]:
+        """(hidden pair indices, attention pair indices) of each progressive stage, bottom layer first."""
+        n_hidden, n_attention = len(self.hidden_pairs), len(self.attention_pairs)
+        if not n_attention:
+            return [([i], []) for i in range(n_hidden)]
+        if not n_hidden:
+            return [([], [j]) for j in range(n_attention)]
+        offset = n_hidden - n_attention
+        if offset not in (0, 1):
+            raise ValueError(
+                f"TinyBERTLoss: progressive transfer trains one student layer (its hidden and attention pair) per "
+                f"stage, so it needs as many hidden pairs as attention pairs, or one more (the embedding output); "
+                f"got {n_hidden} hidden and {n_attention} attention pairs. Tap the same student layers for both.")
+        return [([i], [i - offset] if i >= offset else []) for i in range(n_hidden)]
+
+    def layer_stages(self) -> list[set[str]]:
+        return [{self.hidden_pairs[i][0] for i in hidden} | {n for j in attention for n in self.attention_pairs[j][:2]}
+                for hidden, attention in self._stage_pairs()]
+
+    def set_stage(self, stage: int | None) -> None:
+        if stage is None:
+            self.active = None
+            return
+        stages = self._stage_pairs()
+        if not 0 <= stage < len(stages):
+            raise ValueError(f"TinyBERTLoss: stage {stage} is out of range for {len(stages)} stages.")
+        self.active = stages[stage]
 
     def _scores(self, outputs: Outputs, q: str, k: str, side: str, mask: Tensor | None) -> Tensor:
         scores = head_scores(as_tokens(feature(outputs, q, side, "tinybert")),
@@ -128,8 +163,11 @@ class TinyBERTLoss(DistillLoss):
         return scores
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        hidden, attention = self.hidden_pairs, self.attention_pairs
+        if self.active is not None:
+            hidden, attention = [hidden[i] for i in self.active[0]], [attention[j] for j in self.active[1]]
         terms = []
-        for s_name, t_name in self.hidden_pairs:
+        for s_name, t_name in hidden:
             h_s = as_tokens(feature(student, s_name, "student", "tinybert"))
             h_t = as_tokens(feature(teacher, t_name, "teacher", "tinybert"))
             if self.proj is not None:
@@ -137,7 +175,7 @@ class TinyBERTLoss(DistillLoss):
             check_same_shape(h_s, h_t, what=f"tinybert hidden pair ({s_name!r}, {t_name!r})",
                              hint="Use projector: linear for models of different widths.")
             terms.append(F.mse_loss(h_s, h_t))
-        for s_q, s_k, t_q, t_k in self.attention_pairs:
+        for s_q, s_k, t_q, t_k in attention:
             ref = as_tokens(feature(student, s_q, "student", "tinybert"))
             mask = token_mask(targets.mask, ref)
             a_s = self._scores(student, s_q, s_k, "student", mask)

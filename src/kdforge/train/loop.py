@@ -173,6 +173,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 log.write({"step": state.step, "epoch": state.step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
                            "nonfinite": bad, "nonfinite_skipped": state.nonfinite_skipped})
             else:
+                module.drop_frozen_grads()  # progressive transfer: layers below the current stage stay put
                 if cfg.grad_clip is not None:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 stepper.step()

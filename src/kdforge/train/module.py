@@ -8,8 +8,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from kdforge.capture import Capture
+from kdforge.capture import Capture, resolve_module
 from kdforge.data.tensors import Batch
+from kdforge.errors import RecipeError
 from kdforge.losses.base import Outputs, Targets, WeightedSum
 from kdforge.models.forward import call_model, logits_of
 
@@ -74,10 +75,45 @@ class DistillModule(nn.Module):
         self.capture = Capture(student, taps or {}, owner="student")
         self.peer = peer
         self.peer_inputs = peer_inputs or inputs
+        self.student_taps = dict(taps or {})
+        self.frozen: list[nn.Parameter] = []  # held still by a progressive stage (see drop_frozen_grads)
+        self._check_progressive_order()
 
     def set_step(self, step: int) -> None:
-        """Tell step-windowed loss terms which optimizer step comes next."""
+        """Tell step-windowed loss terms which optimizer step comes next, and hold still the student layers
+        below each progressive term's current stage (a function of the step, so a resumed run agrees)."""
         self.loss.set_step(step)
+        frozen_taps, training_taps = self.loss.progressive_taps()
+        training = {id(p) for tap in training_taps for p in self._tapped(tap).parameters()}
+        frozen = {id(p): p for tap in sorted(frozen_taps) for p in self._tapped(tap).parameters()}
+        self.frozen = [p for key, p in frozen.items() if key not in training]
+
+    def drop_frozen_grads(self) -> None:
+        """Called between backward and the optimizer step. A zero gradient would still move weights through
+        Adam's momentum and weight decay; a missing one makes every torch optimizer skip the parameter."""
+        for p in self.frozen:
+            p.grad = None
+
+    def _tapped(self, tap: str) -> nn.Module:
+        return resolve_module(self.student, self.student_taps[tap])
+
+    def _check_progressive_order(self) -> None:
+        """Progressive stages must go bottom layer first: stage k freezes the layers of stages < k, which is
+        only "the layers below" when the tapped modules come in the student's own module order."""
+        order = {name: i for i, (name, _) in enumerate(self.student.named_modules())}
+        for name, stages in self.loss.stages.items():
+            if any(tap not in self.student_taps for stage in stages for tap in stage):
+                return  # preflight names the undeclared tap
+            # each stage's lowest tapped module (a TinyBERT stage taps a layer and its query/key projections)
+            firsts = [min(stage, key=lambda tap: order.get(self.student_taps[tap], -1)) for stage in stages]
+            for k in range(1, len(firsts)):
+                below, above = firsts[k - 1], firsts[k]
+                if order.get(self.student_taps[above], -1) < order.get(self.student_taps[below], -1):
+                    raise RecipeError(
+                        f"loss term {name!r}: progressive_steps trains its pairs bottom layer first, but pair {k} "
+                        f"(student tap {above!r} = {self.student_taps[above]!r}) comes before pair {k - 1} "
+                        f"({below!r} = {self.student_taps[below]!r}) in the student. List the pairs from the "
+                        "lowest layer up.")
 
     def _student_outputs(self, batch: Batch) -> Outputs:
         with self.capture:
