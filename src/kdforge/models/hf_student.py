@@ -78,16 +78,86 @@ def choose_layers(num_teacher: int, layers: int | str | Sequence[int]) -> list[i
     return chosen
 
 
-def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] = "every_other") -> nn.Module:
-    """A copy of `teacher` that keeps only some of its transformer layers (weights copied, not shared).
+def narrow_config(config: Any, hidden_size: int | None = None, intermediate_size: int | None = None,
+                  num_attention_heads: int | None = None) -> Any:
+    """A copy of a teacher's config with a smaller width; raises ValueError naming the argument that cannot fit.
+
+    By default the teacher's head size is kept (heads = hidden_size / head size), so every student head is a
+    whole teacher head when weights are copied by `student_from_teacher`.
+    """
+    config = copy.deepcopy(config)
+    sizes = {"hidden_size": hidden_size, "intermediate_size": intermediate_size,
+             "num_attention_heads": num_attention_heads}
+    for name, value in sizes.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an integer >= 1.")
+        teacher_value = getattr(config, name, None)
+        if not isinstance(teacher_value, int):
+            raise ValueError(f"{name}: the teacher's config ({type(config).__name__}) has no {name}, so this "
+                             "student cannot be narrowed that way. Leave it out.")
+        if name != "num_attention_heads" and value > teacher_value:  # more, smaller heads still fit
+            raise ValueError(f"{name}={value} is larger than the teacher's {teacher_value}; weights are copied by "
+                             f"keeping part of each teacher tensor, so pick {name} <= {teacher_value}.")
+    teacher_hidden, teacher_heads = config.hidden_size, config.num_attention_heads
+    head_size = teacher_hidden // teacher_heads
+    hidden = hidden_size or teacher_hidden
+    if num_attention_heads is None:
+        if hidden % head_size:
+            raise ValueError(
+                f"hidden_size={hidden} is not a multiple of the teacher's head size {head_size} (hidden size "
+                f"{teacher_hidden} / {teacher_heads} heads). Pick a multiple of {head_size}, or give "
+                "num_attention_heads (heads would then not be whole teacher heads).")
+        heads = hidden // head_size
+    else:
+        heads = num_attention_heads
+        if hidden % heads:
+            raise ValueError(f"num_attention_heads={heads} does not divide hidden_size={hidden}; pick a divisor.")
+    config.hidden_size = hidden
+    config.num_attention_heads = heads
+    if intermediate_size is not None:
+        config.intermediate_size = intermediate_size
+    return config
+
+
+def _take_leading(value: Tensor, shape: torch.Size, key: str) -> Tensor:
+    """The leading `shape` block of a teacher tensor: along each dimension that shrank, its first entries."""
+    if value.shape == shape:
+        return value.clone()
+    if value.dim() != len(shape) or any(s > t for s, t in zip(shape, value.shape, strict=True)):
+        raise KDForgeError(f"student_from_teacher: {key} is {tuple(value.shape)} in the teacher but "
+                           f"{tuple(shape)} in the student; it cannot be cut from the teacher's tensor.")
+    return value[tuple(slice(0, s) for s in shape)].clone()
+
+
+def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] = "every_other",
+                         hidden_size: int | None = None, intermediate_size: int | None = None,
+                         num_attention_heads: int | None = None) -> nn.Module:
+    """A copy of `teacher` that keeps only some of its transformer layers, optionally narrower (weights copied,
+    not shared).
 
     The embeddings, the kept layers (in order), the pooler and any task head are copied from the teacher; the
-    student's config differs only in `num_hidden_layers`. The teacher is not modified.
+    teacher is not modified. With a smaller `hidden_size` / `intermediate_size`, each teacher tensor is cut to
+    the student's shape by keeping the first entries along every dimension that shrank (the "weight selection"
+    initialisation of Xu et al., "Initializing Models with Larger Ones", ICLR 2024,
+    https://arxiv.org/abs/2311.18823). The same index set is then kept for one semantic dimension in every
+    tensor it touches: hidden channels 0..h-1 in the embeddings, every LayerNorm and both sides of every
+    Linear; intermediate units 0..i-1 in both FFN matrices; and, as the head size is kept, the first
+    h / head_size whole heads in the query, key, value and attention-output matrices.
+
+    Why the first entries and not the most important ones (largest norm, as structured-pruning
+    initialisations choose): the all-heads dimension of Q/K/V has the same size as the hidden dimension, so
+    shapes alone cannot tell which axis of a tensor is which; choosing by importance would need per-architecture
+    knowledge of every parameter name. The leading slice is consistent for any architecture by construction.
 
     Args:
         teacher: A `transformers` model (any head) whose layers form one ModuleList.
         layers: 'every_other' (DistilBERT), an int (that many layers, evenly spaced, the last one kept), or a
             list of 0-based teacher layer indices.
+        hidden_size: The student's width (<= the teacher's); default the teacher's.
+        intermediate_size: The student's FFN width (<= the teacher's); default the teacher's.
+        num_attention_heads: Default: hidden_size / the teacher's head size (whole heads are kept).
 
     Example:
         >>> from transformers import BertConfig, BertModel
@@ -95,21 +165,27 @@ def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] =
         ...                               intermediate_size=32, vocab_size=50))
         >>> student_from_teacher(teacher, "every_other").config.num_hidden_layers
         2
+        >>> student_from_teacher(teacher, 2, hidden_size=8, intermediate_size=16).config.num_attention_heads
+        1
     """
     path, teacher_layers = layer_list(teacher)
     keep = choose_layers(len(teacher_layers), layers)
-    config = copy.deepcopy(teacher.config)
+    config = narrow_config(teacher.config, hidden_size, intermediate_size, num_attention_heads)
     config.num_hidden_layers = len(keep)
     student = type(teacher)(config)
+    shapes = {key: value.shape for key, value in student.state_dict().items()}
     prefix = f"{path}."
     state = {}
     for key, value in teacher.state_dict().items():
         if key.startswith(prefix):
             index, rest = key[len(prefix):].split(".", 1)
-            if int(index) in keep:
-                state[f"{prefix}{keep.index(int(index))}.{rest}"] = value.clone()
+            if int(index) not in keep:
+                continue
+            key = f"{prefix}{keep.index(int(index))}.{rest}"
+        if key in shapes:
+            state[key] = _take_leading(value, shapes[key], key)
         else:
-            state[key] = value.clone()
+            state[key] = value.clone()  # reported as unexpected below
     missing, unexpected = student.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise KDForgeError(f"student_from_teacher: weights did not fit (missing {missing}, unexpected {unexpected}).")
@@ -119,18 +195,25 @@ def student_from_teacher(teacher: nn.Module, layers: int | str | Sequence[int] =
 def load_student_from_teacher(name: str, args: dict[str, Any], where: str,
                               base_dir: str | Path | None = None) -> nn.Module:
     """The `hf_student:<teacher folder or hub name>` model spec: load the teacher with `hf:`'s rules (`task`
-    picks the head), then `student_from_teacher(teacher, layers)`; `layers` defaults to 'every_other'.
+    picks the head), then `student_from_teacher(teacher, layers, hidden_size, intermediate_size,
+    num_attention_heads)`; `layers` defaults to 'every_other'.
 
     A saved student rebuilds the same way (the teacher must still be loadable), then its own weights load."""
     from kdforge.models.hf import load_hf_model
 
     args = dict(args)
     layers = args.pop("layers", "every_other")
+    widths = {k: args.pop(k) for k in ("hidden_size", "intermediate_size", "num_attention_heads") if k in args}
     teacher = load_hf_model(name, args, where, base_dir)
     try:
-        return student_from_teacher(teacher, layers)
+        choose_layers(len(layer_list(teacher)[1]), layers)
     except ValueError as exc:
         raise RecipeError(f"{where}.args.layers: {exc}") from None
+    try:
+        narrow_config(teacher.config, **widths)
+    except ValueError as exc:  # the message starts with the argument's name
+        raise RecipeError(f"{where}.args.{exc}") from None
+    return student_from_teacher(teacher, layers, **widths)
 
 
 def pool_hidden(hidden: Tensor, attention_mask: Tensor | None, pooling: str = "mean") -> Tensor:
@@ -264,5 +347,5 @@ def tokenize_sentences(tokenizer: Any, sentences: Sequence[str], max_length: int
 
 
 __all__ = ["POOLINGS", "DualEncoder", "SentenceEncoder", "choose_layers", "layer_list", "load_student_from_teacher",
-           "mlm_mask", "pool_hidden",
+           "mlm_mask", "narrow_config", "pool_hidden",
            "student_from_teacher", "tokenize_sentences"]
