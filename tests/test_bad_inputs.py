@@ -84,6 +84,15 @@ def _on_meta_device(tiny, tmp_path):
     tiny["student"] = {"model": f"py:{name}:make"}
 
 
+def _pretrain_unrelated(tiny, tmp_path):
+    """A pre-training model that shares no tensor name and shape with the student's MLP."""
+    name = _module(tmp_path, "kdf_bad_pretrain_model", (
+        "import torch\n\ndef make():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.ReLU(), torch.nn.Linear(7, 6))\n"))
+    tiny["student"]["pretrain"] = {"model": f"py:{name}:make", "data": {"source": "sklearn:iris"},
+                                   "train": {"max_steps": 1, "progress": False}}
+
+
 def _existing_run(flag=None, change=None):
     """Runs the tiny recipe once (in-process), then tries again with `flag` and a changed recipe."""
     def case(tmp_path, tiny):
@@ -196,6 +205,18 @@ CASES = {
     "out_is_a_file": _out_is_a_file,
     "run_exists": _existing_run(),
     "resume_other_recipe": _existing_run("--resume", _set("train.lr", 0.02)),
+    # student initialisation (tests/test_student_init.py): from_teacher and pretrain
+    "from_teacher_and_pretrain": _recipe_case(
+        _set("student", {"model": "from_teacher",
+                         "pretrain": {"model": "builtin:mlp", "data": {"source": "sklearn:iris"}}}),
+        "recipe.student.model: 'from_teacher' (start from the teacher's layers) and recipe.student.pretrain"),
+    "from_teacher_of_an_ensemble": _recipe_case(
+        lambda tiny, tmp_path: tiny.update(student={"model": "from_teacher"},
+                                           teacher={"members": [tiny["teacher"], tiny["teacher"]]}),
+        "recipe.student.model: 'from_teacher' copies the layers of one teacher model"),
+    "from_teacher_of_an_mlp": _recipe_case(_set("student", {"model": "from_teacher"}),
+                                           "recipe.student.model: 'from_teacher' needs a transformers teacher"),
+    "pretrain_shares_nothing": _recipe_case(_pretrain_unrelated, "recipe.student.pretrain.model: no tensor of the"),
 }
 
 

@@ -26,9 +26,16 @@ from kdforge.errors import KDForgeError, RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits, validator
 from kdforge.losses.base import WeightedSum
 from kdforge.losses.ce import CELoss
-from kdforge.models import build_model, count_params, load_saved_model, load_state_into, save_model
+from kdforge.models import (
+    build_model,
+    copy_matching_weights,
+    count_params,
+    load_saved_model,
+    load_state_into,
+    save_model,
+)
 from kdforge.models.ensemble import EnsembleTeacher
-from kdforge.recipe import ModelSpec, Recipe, TeacherSpec, TrainConfig, dump_recipe
+from kdforge.recipe import FROM_TEACHER, ModelSpec, Recipe, TeacherSpec, TrainConfig, dump_recipe
 from kdforge.registry import LOSSES
 from kdforge.report import write_report
 from kdforge.train.loop import TrainJob, TrainSummary, fit, steps_for
@@ -129,7 +136,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: str) -> tuple[nn.Module, str, dict]:
+def _model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: str,
+                     teacher: nn.Module | None = None) -> tuple[nn.Module, str, dict]:
+    """The model a spec names, with the spec and args that rebuild it (`teacher`: for `from_teacher` only)."""
+    if spec.model == FROM_TEACHER:
+        return _student_from_teacher(teacher, spec.args, where)
     if spec.path is not None:
         model, meta = load_saved_model(recipe.resolve_path(spec.path), where, recipe._base_dir)
         return model, meta["model"], meta["args"]
@@ -234,8 +245,9 @@ def distill_student(recipe: Recipe, seed: int, data: DataBundle, teacher: nn.Mod
     student (deep mutual learning) and saved beside it as `peer/`.
     """
     cfg = recipe.train.model_copy(update={"seed": seed})
-    seed_everything(seed)
-    student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
+    # generation g > 1 is taught by generation g-1, but `from_teacher` still copies the recipe's teacher
+    student, model_spec, args = build_student(recipe, seed, data, folder.parent.parent, resume,
+                                              teacher if recipe.generations == 1 else None)
     loss = build_loss(recipe.losses)
     if recipe.teacher.online and any(loss.required_taps()):
         raise RecipeError(
@@ -299,13 +311,129 @@ def train_scratch(recipe: Recipe, seed: int, data: DataBundle, folder: Path, res
     """The same student, same seed (same initial weights), same optimizer steps and batch size, trained with
     cross-entropy on the labelled samples only: the baseline a distilled student must beat."""
     cfg = recipe.train.model_copy(update={"seed": seed})
-    seed_everything(seed)
-    student, model_spec, args = _model_from_spec(recipe.student, recipe, data, "recipe.student")
+    student, model_spec, args = build_student(recipe, seed, data, folder.parent.parent, resume)
     total_steps = steps_for(cfg, len(data.student_train))
     plain_training(student, recipe.student.inputs, data, cfg, data.scratch_train, folder, recipe, resume,
                    f"scratch seed {seed}", total_steps)
     save_model(student, folder, model_spec, args, recipe.student.inputs)
     return student
+
+
+def build_student(recipe: Recipe, seed: int, data: DataBundle, run_dir: Path, resume: bool,
+                  teacher: nn.Module | None = None) -> tuple[nn.Module, str, dict]:
+    """The student for `seed` at its starting weights, with the spec and args that rebuild it.
+
+    The distilled student and its scratch twin both start here, so for a seed they start from the same weights
+    (the fair comparison): the factory's seeded initialisation; with `model: from_teacher`, the recipe teacher's
+    chosen layers (`teacher`, or reloaded from the run when None); with `pretrain:`, the factory's initialisation
+    overwritten by every matching tensor of the model pre-trained once per run in `<run>/pretrain/`. What was done is
+    written to `<run>/student_init.json` for the report.
+    """
+    spec = recipe.student
+    if spec.model == FROM_TEACHER and teacher is None:
+        teacher = _obtain(recipe.teacher, recipe, data, run_dir / "teacher", True, "recipe.teacher")
+    pretrained, pretrain_metrics = (None, None) if spec.pretrain is None else _pretrained(recipe, run_dir, resume)
+    seed_everything(seed)  # after any loading or pre-training, so the seed alone fixes the rest
+    student, model_spec, args = _model_from_spec(spec, recipe, data, "recipe.student", teacher)
+    if pretrained is not None:
+        copied = copy_matching_weights(pretrained.state_dict(), student)
+        if not copied.names:
+            raise RecipeError(
+                f"recipe.student.pretrain.model: no tensor of the pre-trained {type(pretrained).__name__} matches "
+                f"the student's {type(student).__name__} by name and shape, so pre-training would change nothing. "
+                "Use the student's architecture with a pre-training head (BertForMaskedLM for a "
+                "BertForSequenceClassification student)."
+            )
+        logger.info("student seed %d: %d of %d tensors copied from the pre-trained model", seed, len(copied.names),
+                    copied.total)
+        init = {"init": "pretrained", "copied": len(copied.names), "student_tensors": copied.total,
+                "prefixes": [copied.source_prefix, copied.target_prefix], "pretrain": pretrain_metrics}
+    elif spec.model == FROM_TEACHER:
+        init = {"init": "from_teacher", "args": spec.args, "teacher_params": count_params(teacher)}
+    else:
+        return student, model_spec, args
+    if io.is_writer():
+        io.write_json(run_dir / "student_init.json", init)
+    return student, model_spec, args
+
+
+def _student_from_teacher(teacher: nn.Module | None, args: dict[str, Any], where: str) -> tuple[nn.Module, str, dict]:
+    """`student.model: from_teacher`: `student_from_teacher(teacher, **args)`, saved as `hf_config:` (class and
+    config) so the saved student rebuilds from its own folder, without the teacher."""
+    from kdforge.models.hf import config_spec
+    from kdforge.models.hf_student import student_from_teacher
+
+    if teacher is None:
+        raise KDForgeError(f"{where}.model: '{FROM_TEACHER}' needs the recipe's teacher; build it after the teacher.")
+    try:
+        student = student_from_teacher(teacher, **args)
+    except TypeError as exc:
+        raise RecipeError(f"{where}.args: {FROM_TEACHER} does not accept these arguments ({exc}). It takes "
+                          "student_from_teacher's keywords, e.g. layers: every_other.") from None
+    except RecipeError:
+        raise
+    except KDForgeError as exc:
+        raise RecipeError(f"{where}.model: '{FROM_TEACHER}' needs a transformers teacher ({exc}); give the "
+                          "student its own model instead.") from None
+    except ValueError as exc:
+        raise RecipeError(f"{where}.args: {exc}") from None
+    model_spec, saved_args = config_spec(student)
+    return student, model_spec, saved_args
+
+
+def _pretrained(recipe: Recipe, run_dir: Path, resume: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The `student.pretrain` model, trained with cross-entropy on its own data once per run, at its own fixed
+    `train.seed` (Turc et al. 2019 pre-train each compact model once; the seeds then vary the task stage, and
+    pre-training is the expensive stage). The first student that needs it trains it (resumable from its
+    checkpoints with --resume); the others, and a resumed run, load `<run>/pretrain/`, which a run folder holds
+    only from this run (kdforge refuses to reuse a folder without --resume)."""
+    spec = recipe.student.pretrain
+    folder, where = run_dir / "pretrain", "recipe.student.pretrain"
+    if (folder / "model.json").is_file():
+        return load_saved_model(folder, where, recipe._base_dir)[0], json.loads(
+            (folder / "pretrain_metrics.json").read_text())
+    data = load_data(spec.data, recipe._base_dir)
+    seed_everything(spec.train.seed)
+    model, model_spec, args = _model_from_spec(spec, recipe, data, where)
+    plain_training(model, spec.inputs, data, spec.train, data.teacher_train, folder, recipe, resume, "pretrain")
+    metrics = _pretrain_metrics(model, spec.inputs, data, folder, recipe)
+    logger.info("pre-trained the student's initialisation: %s", metrics)
+    io.write_json(folder / "pretrain_metrics.json", metrics)  # before model.json, which marks the stage complete
+    save_model(model, folder, model_spec, args, spec.inputs)
+    return model, metrics
+
+
+@torch.no_grad()
+def _pretrain_metrics(model: nn.Module, inputs: list[str], data: DataBundle, folder: Path,
+                      recipe: Recipe) -> dict[str, Any]:
+    """Steps, first and last training loss, and the validation loss and accuracy over labelled positions (the
+    masked tokens of masked-LM rows) when the pre-training data has a val split."""
+    from kdforge.data import sequential_batches
+    from kdforge.metrics.task import accuracy, token_nll
+    from kdforge.models.forward import call_model, logits_of
+
+    log = [row for row in load_log(folder / "log.jsonl") if "train/loss" in row]
+    summary = json.loads((folder / "train_summary.json").read_text())
+    metrics: dict[str, Any] = {"source": recipe.student.pretrain.data.source, "steps": summary["steps"],
+                               "params": count_params(model), "seconds": summary["seconds"]}
+    if log:
+        metrics.update(first_loss=log[0]["train/loss"], last_loss=log[-1]["train/loss"])
+    if data.val is not None:
+        was_training = model.training
+        model.eval()
+        nll, correct, counted = 0.0, 0, 0
+        device = next(model.parameters()).device
+        for batch in sequential_batches(data.val, recipe.eval.batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = logits_of(call_model(model, batch, inputs)).float().cpu()
+            batch = {k: v.cpu() for k, v in batch.items()}
+            batch_nll, _ = token_nll(batch["labels"], logits)
+            batch_correct, batch_counted = accuracy(batch["labels"], logits)
+            nll, correct, counted = nll + batch_nll, correct + batch_correct, counted + batch_counted
+        model.train(was_training)
+        if counted:
+            metrics.update(val_loss=nll / counted, val_accuracy=correct / counted, val_positions=counted)
+    return metrics
 
 
 def _load_or(folder: Path, resume: bool, train) -> nn.Module:

@@ -148,6 +148,25 @@ class DataSpec(_Strict):
         return self
 
 
+FROM_TEACHER = "from_teacher"  # student.model: built from the recipe's own teacher (docs/encoders.md)
+
+
+class PretrainSpec(ModelSpec):
+    """Pre-train the compact student first (Turc et al. 2019, "Well-Read Students Learn Better"): this model (e.g.
+    the student's architecture with a masked-LM head) trains with cross-entropy on its own data, once per run, and
+    the task student starts from every tensor whose name and shape match."""
+
+    data: DataSpec = Field(description="Unlabelled pre-training data, e.g. masked-LM rows (text:stdlib_mlm).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Its training; `seed` fixes it per run.")
+
+
+class StudentSpec(ModelSpec):
+    """The student: a model spec, `model: from_teacher` (layers of the recipe's teacher), or a factory whose
+    initial weights come from a pre-trained model (`pretrain:`)."""
+
+    pretrain: PretrainSpec | None = Field(None, description="Pre-train a model first; the student starts from it.")
+
+
 class LossTerm(BaseModel):
     """One term of the objective: a registered loss name, its weight, and its constructor arguments."""
 
@@ -192,7 +211,7 @@ class Recipe(_Strict):
     output_dir: str | None = Field(None, description="Default: runs/<name>. The CLI's --out overrides it.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One student per seed.")
     teacher: TeacherSpec
-    student: ModelSpec
+    student: StudentSpec
     data: DataSpec
     taps: TapsSpec = Field(default_factory=TapsSpec)
     losses: list[LossTerm] = Field(min_length=1)
@@ -224,7 +243,45 @@ class Recipe(_Strict):
             raise RecipeError(f"recipe.losses: {duplicated} appear more than once; give each loss one term.")
         if not any(term.start_step == 0 for term in self.losses):
             raise RecipeError("recipe.losses: no term is active at step 0; give one term start_step: 0.")
+        self._check_student_init()
         return self
+
+    def _check_student_init(self) -> None:
+        """`from_teacher` needs one teacher model to copy; `pretrain` needs a student built by a factory."""
+        student, teacher = self.student, self.teacher
+        teachers = [("recipe.teacher", teacher)]
+        teachers += [(f"recipe.teacher.members[{i}]", m) for i, m in enumerate(teacher.members or [])]
+        if student.pretrain is not None:
+            teachers.append(("recipe.student.pretrain", student.pretrain))
+        for where, spec in teachers:
+            if spec.model == FROM_TEACHER:
+                raise RecipeError(f"{where}.model: '{FROM_TEACHER}' builds the student from the teacher and is valid "
+                                  "for recipe.student.model only; give this model its own factory.")
+        if student.model == FROM_TEACHER:
+            if student.pretrain is not None:
+                raise RecipeError(
+                    f"recipe.student.model: '{FROM_TEACHER}' (start from the teacher's layers) and "
+                    "recipe.student.pretrain (start from a pre-trained compact model) are two alternative "
+                    "initialisations; keep one of them."
+                )
+            if student.checkpoint is not None:
+                raise RecipeError(f"recipe.student.checkpoint: a '{FROM_TEACHER}' student takes its weights from "
+                                  "the teacher; remove 'checkpoint'.")
+            kind = ("an ensemble ('members')" if teacher.members is not None
+                    else "an online peer (mutual learning)" if teacher.online
+                    else "a cache only" if teacher.model is None and teacher.path is None else None)
+            if kind is not None:
+                raise RecipeError(
+                    f"recipe.student.model: '{FROM_TEACHER}' copies the layers of one teacher model, but "
+                    f"recipe.teacher is {kind}; give the teacher a model (hf:, path:, or model + train), or "
+                    "give the student its own model."
+                )
+        if student.pretrain is not None and (student.path is not None or student.checkpoint is not None):
+            field = "path" if student.path is not None else "checkpoint"
+            raise RecipeError(
+                f"recipe.student.pretrain: the student's weights already come from '{field}'; pretrain initialises "
+                f"a student built by 'model'. Remove one of them."
+            )
 
 
 def check_loss_term(term: LossTerm, where: str) -> None:

@@ -1,7 +1,9 @@
-"""Hugging Face `transformers` models from a local folder or a hub name (optional extra: `kdforge[hf]`)."""
+"""Hugging Face `transformers` models from a local folder or a hub name (`hf:`), or from a class name and a config
+(`hf_config:`, random weights: how students built from a teacher are saved). Optional extra: `kdforge[hf]`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,34 @@ def load_hf_model(name: str, args: dict[str, Any], where: str, base_dir: str | P
             f"{where}.model: cannot load hf:{name} ({str(exc).splitlines()[0]}). "
             "Give a local folder with config.json and weights, or a hub name on a machine with network."
         ) from None
+
+
+def build_from_config(class_name: str, args: dict[str, Any], where: str) -> nn.Module:
+    """`hf_config:<transformers model class>` with `args: {config: {...}}`: the model from its config alone.
+
+    Only the weights a kdforge model folder holds are needed afterwards, so a student built from a teacher
+    (`from_teacher`) is saved this way and rebuilds without the teacher."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise RecipeError(f"{where}.model: hf_config: models need transformers; pip install 'kdforge[hf]'.") from exc
+    cls = getattr(transformers, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise RecipeError(f"{where}.model: hf_config:{class_name} is not a transformers model class; give one such "
+                          "as hf_config:BertForSequenceClassification.")
+    args = dict(args)
+    config = args.pop("config", None)
+    if args:
+        raise RecipeError(f"{where}.args: hf_config: takes only 'config'; remove {sorted(args)}.")
+    if not isinstance(config, dict):
+        raise RecipeError(f"{where}.args.config: hf_config: needs the model's config as a mapping "
+                          "(what config.to_dict() gives).")
+    try:
+        return cls(cls.config_class.from_dict(config))
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}.args.config: {class_name} cannot be built from this config ({exc}).") from None
+
+
+def config_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """The `hf_config:` spec and args that rebuild `model`'s architecture (weights are saved beside them)."""
+    return f"hf_config:{type(model).__name__}", {"config": json.loads(model.config.to_json_string(use_diff=False))}

@@ -142,6 +142,8 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
                for seed, r in students.items() if (r.folder / "method_metrics.json").is_file()}
     if methods:  # what methods measure after training (early-exit curve, DistillSpec acceptance), per seed
         report["methods"] = methods
+    if (out_dir / "student_init.json").is_file():  # from_teacher or pre-trained (pipeline.build_student)
+        report["student_init"] = json.loads((out_dir / "student_init.json").read_text())
     if evaluation_error is not None:
         report["evaluation_error"] = evaluation_error
     if evaluation is not None:

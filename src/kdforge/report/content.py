@@ -65,6 +65,8 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
                                  f"; scratch {pct(scratch['accuracy'])} vs {pct(scratch['accuracy_last'])} ± "
                                  f"{pct(scratch['accuracy_last_std'])}" if scratch and "accuracy_last" in scratch
                                  else "") + "."))
+    if "student_init" in report:
+        summary.append(("p", student_init_line(report["student_init"])))
     sections: list[Section] = [("Summary", summary), ("Fidelity", fidelity)]
     if "fidelity" in report:
         fidelity += _pac_blocks(report)
@@ -73,6 +75,20 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
         sections.append(("Method measurements", _method_blocks(report["methods"])))
     sections.append(("Per seed", _per_seed_blocks(report)))
     return sections
+
+
+def student_init_line(init: dict[str, Any]) -> str:
+    """Where both students (distilled and scratch) started: the teacher's layers, or a pre-trained model."""
+    if init["init"] == "from_teacher":
+        args = ", ".join(f"{k}={v}" for k, v in init["args"].items()) or "defaults"
+        return f"Student initialisation: built from the teacher (student_from_teacher, {args}); the distilled and " \
+               "scratch students start from these same weights."
+    p = init["pretrain"]
+    val = f", val loss {p['val_loss']:.3f}, val accuracy {pct(p['val_accuracy'])}" if "val_loss" in p else ""
+    loss = f", train loss {p['first_loss']:.3f} -> {p['last_loss']:.3f}" if "last_loss" in p else ""
+    return (f"Student initialisation: pre-trained (well-read student, Turc et al. 2019) on `{p['source']}` for "
+            f"{p['steps']} steps{loss}{val}; {init['copied']} of {init['student_tensors']} tensors copied into both "
+            "the distilled and the scratch student, so scratch is pre-training + fine-tuning.")
 
 
 def _method_blocks(methods: dict[str, dict[str, Any]]) -> list[Block]:
