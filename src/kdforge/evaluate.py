@@ -21,6 +21,9 @@ from kdforge.metrics import (
     agreement_by_confidence,
     clopper_pearson,
     clopper_pearson_lower,
+    cosine_to_teacher,
+    embedding_fidelity,
+    embedding_mse,
     expected_calibration_error,
     find_spatial_layer,
     gradcam_plus_plus,
@@ -75,12 +78,25 @@ def agreement_summary(teacher_logits: Tensor, student_logits: Tensor, confidence
             "agreement_lower_95": clopper_pearson_lower(agree, n, 0.95), "n": n}
 
 
+def is_label_free(data: TensorData) -> bool:
+    """Data without `labels` (sentences for embedding distillation): runs are judged against the teacher's
+    outputs only (`embedding_evaluation`), never by accuracy or argmax agreement."""
+    return "labels" not in data.tensors
+
+
 def validator(data: TensorData, inputs: list[str], teacher_logits: Tensor | None,
               batch_size: int = 512) -> Callable[[nn.Module], dict[str, float]]:
-    """A `validate(student)` function for the loop: val accuracy and (with a teacher) agreement."""
+    """A `validate(student)` function for the loop: val accuracy and (with a teacher) agreement; on label-free
+    data, `val/cosine` (mean cosine to the teacher's outputs, maximised by `monitor`) and `val/mse`."""
+    if is_label_free(data) and teacher_logits is None:
+        raise KDForgeError(f"{data.name}: the validation data has no 'labels' and there are no teacher outputs to "
+                           "compare with; give labelled data, or a teacher, or set data.val_size: 0.")
 
     def validate(student: nn.Module) -> dict[str, float]:
         logits = predict_logits(student, data, inputs, batch_size)
+        if is_label_free(data):
+            return {"val/cosine": float(cosine_to_teacher(teacher_logits, logits).mean()),
+                    "val/mse": embedding_mse(teacher_logits, logits)}
         correct, n = accuracy(data.tensors["labels"], logits)
         metrics = {"val/accuracy": correct / n}
         if teacher_logits is not None:
@@ -348,7 +364,8 @@ def evaluate_pair(teacher: nn.Module, student: nn.Module, data: TensorData, teac
     """
     opts = opts or EvalOptions()
     if "labels" not in data.tensors:
-        raise KDForgeError(f"{data.name}: the evaluation data has no 'labels'; give labelled data to evaluate.")
+        raise KDForgeError(f"{data.name}: the evaluation data has no 'labels'; give labelled data to evaluate, "
+                           "or use embedding_evaluation for label-free (sentence-embedding) data.")
     if teacher_logits is None:
         teacher_logits = predict_logits(teacher, data, teacher_inputs, batch_size)
     if student_logits is None:
@@ -383,6 +400,25 @@ def evaluate_pair(teacher: nn.Module, student: nn.Module, data: TensorData, teac
         sections["cost"] = _best_effort("cost", lambda: cost_section(
             {"teacher": (teacher, teacher_inputs), "student": (student, student_inputs)}, data, opts))
     return PairEvaluation(sections, teacher_logits, student_logits, maps)
+
+
+def embedding_evaluation(teacher: nn.Module, student: nn.Module, data: TensorData, teacher_inputs: list[str],
+                         student_inputs: list[str], opts: EvalOptions | None = None, *,
+                         teacher_emb: Tensor | None = None, student_emb: Tensor | None = None,
+                         batch_size: int = 512, measure_cost: bool = True) -> dict[str, Any]:
+    """The sections that judge a sentence encoder against its teacher on label-free data: `embedding` (cosine to
+    the teacher, MSE, Spearman of pairwise similarities; see `kdforge.metrics.embedding`) and, when measured,
+    `cost` (parameters, size, latency and throughput of both, interleaved as for classifiers)."""
+    opts = opts or EvalOptions()
+    if teacher_emb is None:
+        teacher_emb = predict_logits(teacher, data, teacher_inputs, batch_size)
+    if student_emb is None:
+        student_emb = predict_logits(student, data, student_inputs, batch_size)
+    sections: dict[str, Any] = {"embedding": embedding_fidelity(teacher_emb, student_emb)}
+    if measure_cost:
+        sections["cost"] = _best_effort("cost", lambda: cost_section(
+            {"teacher": (teacher, teacher_inputs), "student": (student, student_inputs)}, data, opts))
+    return sections
 
 
 def _best_effort(name: str, compute: Callable[[], Any]) -> Any:

@@ -23,7 +23,7 @@ from kdforge import io
 from kdforge.build import build_loss, make_accelerator, preflight, process_state, seed_everything
 from kdforge.data import DataBundle, load_data
 from kdforge.errors import KDForgeError, RecipeError
-from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits, validator
+from kdforge.evaluate import accuracy_summary, agreement_summary, is_label_free, predict_logits, validator
 from kdforge.losses.base import WeightedSum
 from kdforge.losses.ce import CELoss
 from kdforge.models import (
@@ -185,7 +185,9 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
         teacher, _, _ = _model_from_spec(spec, recipe, data, where)
         return teacher
     if spec.train is None:
-        if spec.path is None and spec.checkpoint is None:
+        # builtin: architectures start from random weights; hf:, hf_student: and py: factories may load their own
+        # (a pretrained encoder such as kdforge.models.minilm:minilm_teacher), so they count as having weights.
+        if spec.path is None and spec.checkpoint is None and (spec.model or "").startswith("builtin:"):
             raise RecipeError(
                 f"{where}: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
                 "'path' (a saved kdforge model), or 'train' (train it first on the labelled data)."
@@ -451,13 +453,16 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
     io.write_json(out / "environment.json", environment())
     started = time.perf_counter()
     data = load_data(recipe.data, recipe._base_dir)
+    label_free = is_label_free(data.test)
+    if label_free:
+        check_label_free(recipe, data)
     teacher = obtain_teacher(recipe, data, out, resume)
     teacher_seconds = time.perf_counter() - started
     confidence = recipe.eval.confidence
     inputs_t = recipe.teacher.inputs
     teacher_val = predict_logits(teacher, data.val, inputs_t) if data.val is not None else None
     teacher_test = predict_logits(teacher, data.test, inputs_t)
-    labels = data.test.tensors["labels"]
+    labels = None if label_free else data.test.tensors["labels"]
     students: dict[int, ModelResult] = {}
     scratch: dict[int, ModelResult] = {}
     report_teacher = teacher
@@ -484,8 +489,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
             scratch[seed] = _test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
                                          seed_teacher_test, confidence, time.perf_counter() - t0)
     teacher = report_teacher
-    teacher_metrics = {**accuracy_summary(labels, teacher_test, confidence), "params": count_params(teacher),
-                       "seconds": teacher_seconds}
+    quality = {"dim": teacher_test.shape[1]} if labels is None else accuracy_summary(labels, teacher_test, confidence)
+    teacher_metrics = {**quality, "params": count_params(teacher), "seconds": teacher_seconds}
     report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment(), teacher_model=teacher)
     return RunResult(out, report, teacher, students, scratch)
 
@@ -502,14 +507,40 @@ def _distill_generations(recipe: Recipe, seed: int, data: DataBundle, teacher: n
         folder = seed_dir / ("student" if generation == recipe.generations else f"generation-{generation}")
         student = _load_or(folder, resume, lambda t=teacher, v=teacher_val, f=folder: distill_student(
             recipe, seed, data, t, v, f, resume))
-        if recipe.generations > 1:
+        if recipe.generations > 1 and not is_label_free(data.test):
             logits = predict_logits(student, data.test, recipe.student.inputs)
             generation_accuracy.append(accuracy_summary(data.test.tensors["labels"], logits, 0.95)["accuracy"])
     return student, generation_accuracy
 
 
-def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle, labels: torch.Tensor,
+def check_label_free(recipe: Recipe, data: DataBundle) -> None:
+    """Before anything trains on data without labels (sentence embeddings): refuse what needs labels.
+
+    The scratch baseline is refused rather than skipped: it is on by default, and a report that silently lacks the
+    baseline a classification run would have is worse than one line in the recipe.
+    """
+    hint = "this data has no labels (embedding distillation judges the student against the teacher only)"
+    if recipe.baseline:
+        raise RecipeError(f"recipe.baseline: {hint}, so the scratch baseline (the student trained with `ce` on "
+                          "labels) cannot train. Set `baseline: false`.")
+    if recipe.teacher.train is not None or any(m.train is not None for m in recipe.teacher.members or []):
+        raise RecipeError(f"recipe.teacher.train: {hint}, so the teacher cannot be trained here with cross-entropy. "
+                          "Give it weights (checkpoint, path, or a factory that loads them) and remove 'train'.")
+    for i, term in enumerate(recipe.losses):
+        if term.name == "ce":
+            raise RecipeError(f"recipe.losses[{i}]: `ce` needs labels and {hint}. Remove it; use `embed_mse`.")
+    if data.val is not None and recipe.train.monitor != "val/cosine":
+        raise RecipeError(f"recipe.train.monitor: {recipe.train.monitor!r} is not measured because {hint}. Set "
+                          "`monitor: val/cosine` (mean cosine to the teacher on the validation split, maximised), "
+                          "or `data.val_size: 0` to train without validation.")
+
+
+def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle, labels: torch.Tensor | None,
                  teacher_test: torch.Tensor, confidence: float, seconds: float) -> ModelResult:
+    """Test metrics of a trained model (`test_metrics.json`): accuracy and agreement, or on label-free data the
+    embedding fidelity (cosine to the teacher, MSE, Spearman of pairwise similarities)."""
+    if labels is None:
+        return _embedding_test_result(model, folder, inputs, data, teacher_test, seconds)
     logits = predict_logits(model, data.test, inputs)
     metrics = {**accuracy_summary(labels, logits, confidence), **agreement_summary(teacher_test, logits, confidence),
                "params": count_params(model), "wall_seconds": seconds}
@@ -526,6 +557,31 @@ def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBu
         metrics["agreement_last"] = agreement_summary(teacher_test, last_logits, confidence)["agreement"]
     io.write_json(folder / "test_metrics.json", metrics)
     return ModelResult(model, folder, metrics)
+
+
+def _embedding_test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle,
+                           teacher_test: torch.Tensor, seconds: float) -> ModelResult:
+    from kdforge.metrics.embedding import embedding_fidelity
+
+    metrics = {**embedding_fidelity(teacher_test, predict_logits(model, data.test, inputs)),
+               "params": count_params(model), "wall_seconds": seconds}
+    metrics.update(_train_summary(folder))
+    last_file = folder / "last.safetensors"
+    if last_file.is_file():  # `select: best` kept an earlier step: report the last step's figures beside it
+        last = copy.deepcopy(model)
+        load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
+        last_fidelity = embedding_fidelity(teacher_test, predict_logits(last, data.test, inputs))
+        metrics.update(cosine_last=last_fidelity["cosine"], spearman_last=last_fidelity["spearman"])
+    io.write_json(folder / "test_metrics.json", metrics)
+    return ModelResult(model, folder, metrics)
+
+
+def _train_summary(folder: Path) -> dict[str, Any]:
+    summary_file = folder / "train_summary.json"
+    if not summary_file.is_file():
+        return {}
+    summary = json.loads(summary_file.read_text())
+    return {"steps": summary["steps"], "best_step": summary["best_step"], "train_seconds": summary["seconds"]}
 
 
 def load_log(path: Path) -> list[dict[str, Any]]:

@@ -13,6 +13,13 @@ from kdforge.metrics.cost import (
     parameter_count,
     weights_size_bytes,
 )
+from kdforge.metrics.embedding import (
+    cosine_to_teacher,
+    embedding_fidelity,
+    embedding_mse,
+    pairwise_cosines,
+    similarity_spearman,
+)
 from kdforge.metrics.explain import find_spatial_layer, gradcam_plus_plus, gradient_saliency, rank_correlation
 from kdforge.metrics.fidelity import (
     clopper_pearson,
@@ -37,9 +44,11 @@ from kdforge.metrics.task import accuracy
 
 __all__ = [
     "accuracy", "agreement_by_confidence", "binned_hits", "clopper_pearson", "clopper_pearson_lower",
-    "disagreement_upper_bound", "exact_sample_size", "expected_calibration_error", "find_spatial_layer",
-    "gradcam_plus_plus", "gradient_saliency", "hoeffding_sample_size", "js_divergence", "kl_to_teacher",
-    "label_loyalty", "latency_stats", "measure_latencies", "measure_latency", "pac_assessment", "parameter_count",
+    "cosine_to_teacher", "disagreement_upper_bound", "embedding_fidelity", "embedding_mse", "exact_sample_size",
+    "expected_calibration_error", "find_spatial_layer", "gradcam_plus_plus", "gradient_saliency",
+    "hoeffding_sample_size", "js_divergence", "kl_to_teacher", "label_loyalty", "latency_stats",
+    "measure_latencies", "measure_latency", "pac_assessment", "pairwise_cosines", "parameter_count",
     "per_class_agreement", "perturb", "prediction_confusion", "probability_loyalty", "rank_correlation",
-    "reliability_bins", "robustness_summary", "top1_agreement", "top_k_overlap", "weights_size_bytes",
+    "reliability_bins", "robustness_summary", "similarity_spearman", "top1_agreement", "top_k_overlap",
+    "weights_size_bytes",
 ]

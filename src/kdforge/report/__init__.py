@@ -98,13 +98,18 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         data: The run's data (the report evaluates on `data.test`).
         teacher: The teacher's test metrics (accuracy with its interval, params).
         students: Distilled students per seed, with their test metrics.
-        scratch: Baseline students per seed (may be empty).
+        scratch: Baseline students per seed (may be empty; always empty on label-free data).
         env: Versions and threads (`environment.json`).
         teacher_model: The teacher itself; with it the report gains the full fidelity sections (distribution
             match, PAC assessment, per class, calibration, explanations, robustness, cost) for the evaluated
             student, the seed with the weakest agreement bound.
         opts: What the full evaluation measures (default: `EvalOptions(confidence=recipe.eval.confidence)`).
     """
+    if "labels" not in data.test.tensors:  # sentence embeddings: judged against the teacher only
+        from kdforge.report.embedding import build_embedding_report
+
+        report = build_embedding_report(out_dir, recipe, data, teacher, students, env, teacher_model, opts)
+        return _write_files(out_dir, report)
     evaluation, evaluation_error = None, None
     if teacher_model is not None:
         try:
@@ -170,6 +175,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         if report.get("cost", {}).get("available", True):
             written.append(plot_cost(report["cost"], plots / "cost.png"))
     report["plots"] = [str(p.relative_to(out_dir)) for p in written]
+    return _write_files(out_dir, report)
+
+
+def _write_files(out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     io.write_json(out_dir / "report.json", report)
     io.write_text(out_dir / "report.md", render_markdown(report))
     io.write_text(out_dir / "report.html", render_html(report, out_dir))

@@ -25,6 +25,10 @@ def _size(n: int) -> str:
 
 
 def summary_sections(report: dict[str, Any]) -> list[Section]:
+    if report.get("task") == "embedding":  # label-free run: no accuracy, agreement or KD gain (report/embedding.py)
+        from kdforge.report.embedding import embedding_sections
+
+        return embedding_sections(report)
     data, teacher, student = report["data"], report["teacher"], report["student"]
     scratch = report.get("scratch")
     n_seeds = len(report["seeds"])

@@ -55,27 +55,29 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path) -> Path:
-    """Training loss and validation accuracy against optimizer steps, per seed."""
+def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path,
+                val_key: str = "val/accuracy") -> Path:
+    """Training loss and the validation metric `val_key` (accuracy; cosine to the teacher for embeddings)
+    against optimizer steps, per seed."""
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
     kinds = [("student", "#2a6fb0")] + ([("scratch", "#d9822b")] if with_scratch else [])
     for kind, color in kinds:
         for i, seed in enumerate(seeds):
             records = _read_log(out_dir / f"seed-{seed}" / kind / "log.jsonl")
             train = [r for r in records if "train/loss" in r]
-            evals = [r for r in records if "val/accuracy" in r]
+            evals = [r for r in records if val_key in r]
             label = kind if i == 0 else None
             if train:
                 loss_ax.plot([r["step"] for r in train], [r["train/loss"] for r in train], color=color, alpha=0.5,
                              lw=0.8, label=label)
             if evals:
-                val_ax.plot([r["step"] for r in evals], [r["val/accuracy"] for r in evals], color=color, alpha=0.8,
+                val_ax.plot([r["step"] for r in evals], [r[val_key] for r in evals], color=color, alpha=0.8,
                             lw=1.2, label=label)
     loss_ax.set_yscale("log")
     loss_ax.set_xlabel("optimizer step")
     loss_ax.set_title("training loss (each run's own objective)")
     val_ax.set_xlabel("optimizer step")
-    val_ax.set_title("validation accuracy")
+    val_ax.set_title("validation " + val_key.removeprefix("val/").replace("cosine", "cosine to teacher"))
     for ax in (loss_ax, val_ax):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -224,4 +226,21 @@ def plot_cost(cost: dict[str, Any], path: Path) -> Path:
     speed = ", ".join(f"{k}: {v:.1f}x" for k, v in cost.get("speedup", {}).items() if v)
     lat_ax.set_title(f"Latency ({cost['threads']} thread(s)); speed-up {speed}", fontsize=9)
     lat_ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_cosines(cosines: Any, path: Path) -> Path:
+    """Histogram of each test sentence's cosine between student and teacher embedding, with its mean and 5th
+    percentile: the tail shows the sentences the student embeds worst."""
+    import numpy as np
+
+    values = np.asarray(cosines, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(values, bins=40, color="#2a6fb0", alpha=0.85)
+    for q, style, label in ((values.mean(), "-", "mean"), (np.quantile(values, 0.05), "--", "5th percentile")):
+        ax.axvline(q, color="black", ls=style, lw=1, label=f"{label} {q:.3f}")
+    ax.set_xlabel("cosine(student embedding, teacher embedding)")
+    ax.set_ylabel("test sentences")
+    ax.set_title("Per-sentence fidelity to the teacher", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)

@@ -125,8 +125,9 @@ def regenerate_report(run_dir: str | Path, recipe_dir: str | Path | None = None,
     scratch = _results(run, "scratch") if run.recipe.baseline else {}
     confidence = run.recipe.eval.confidence
     logits = predict_logits(teacher, data.test, run.recipe.teacher.inputs, run.recipe.eval.batch_size)
-    teacher_metrics = {**accuracy_summary(data.test.tensors["labels"], logits, confidence),
-                       "params": count_params(teacher),
+    labels = data.test.tensors.get("labels")
+    quality = {"dim": logits.shape[1]} if labels is None else accuracy_summary(labels, logits, confidence)
+    teacher_metrics = {**quality, "params": count_params(teacher),
                        "seconds": run.previous_report.get("teacher", {}).get("seconds")}
     env_file = run.out_dir / "environment.json"
     env = json.loads(env_file.read_text()) if env_file.is_file() else environment()
@@ -148,6 +149,7 @@ def evaluate_run(run_dir: str | Path, seed: int | None = None, opts: EvalOptions
     run = open_run(run_dir, recipe_dir)
     seed, folder = student_folder(run, seed)
     data = run_data(run)
+    _refuse_label_free(data.test, f"run {str(run.out_dir)!r}")
     teacher = run_teacher(run)
     student = load_saved_model(folder, str(folder), run.base_dir)[0]
     result = evaluate_pair(teacher, student, data.test, run.recipe.teacher.inputs, run.recipe.student.inputs, opts,
@@ -176,10 +178,22 @@ def evaluate_folders(teacher_dir: str | Path, student_dir: str | Path, data_sour
     data = {"test": bundle.test, "val": bundle.val, "train": bundle.teacher_train}[split]
     if data is None:
         raise KDForgeError(f"--split {split}: this data source has no {split} split. Use --split test.")
+    _refuse_label_free(data, f"--data {data_source}")
     result = evaluate_pair(teacher, student, data, t_meta["inputs"], s_meta["inputs"], opts,
                            num_classes=bundle.info.num_classes, measure_cost=measure_cost)
     source = {"teacher": str(teacher_dir), "student": str(student_dir), "data": data_source, "split": split}
     return {"source": source, "eval_options": _options(opts), **result.sections}
+
+
+def _refuse_label_free(data: Any, what: str) -> None:
+    """`kdforge eval` certifies top-1 agreement (exact bound, PAC): undefined for embeddings, so say where their
+    evaluation is instead of reporting argmax agreement of embedding dimensions."""
+    if "labels" not in data.tensors:
+        raise KDForgeError(
+            f"eval: {what} has no labels (a sentence-embedding run); its agreement and PAC certificate are not "
+            "defined. Its embedding fidelity (cosine, Spearman, cost) is in report.json's `embedding` and `cost` "
+            "sections (`kdforge report RUN_DIR` recomputes them; from Python: kdforge.evaluate.embedding_evaluation)."
+        )
 
 
 def _options(opts: EvalOptions) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""Sentence encoders from a recipe: `py:kdforge.models.sentence:sentence_encoder` wraps any encoder model spec in
+`SentenceEncoder` (pooling, normalisation), optionally keeping only some of its layers (`student_from_teacher`),
+so the teacher and a student built from it are the same factory with different `layers`.
+
+    teacher: {model: "py:kdforge.models.sentence:sentence_encoder",
+              args: {encoder: "py:kdforge.models.minilm:minilm_bert"}}
+    student: {model: "py:kdforge.models.sentence:sentence_encoder",
+              args: {encoder: "py:kdforge.models.minilm:minilm_bert", layers: [0, 5]}}
+
+`tiny_bert` (a random-weight BertModel) and `char_tokenizer` (a fixed character vocabulary) make smoke recipes
+and tests that need no download and tokenise the same way on every load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge.errors import RecipeError
+from kdforge.models.hf_student import SentenceEncoder, student_from_teacher
+
+
+def sentence_encoder(encoder: str, encoder_args: dict[str, Any] | None = None,
+                     layers: int | str | Sequence[int] | None = None, pooling: str = "mean", normalize: bool = True,
+                     freeze_word_embeddings: bool = False) -> SentenceEncoder:
+    """A `SentenceEncoder` over the model `encoder` names (any model spec: `py:`, `hf:` ...; built with
+    `encoder_args`), or over `student_from_teacher(that model, layers)` when `layers` is given.
+
+    Args:
+        encoder: Model spec of a `transformers` encoder returning `last_hidden_state` (BertModel, AutoModel).
+        encoder_args: Keyword arguments for that factory.
+        layers: None (all layers, e.g. the teacher), or which layers the student keeps: 'every_other', an int,
+            or a list of 0-based teacher layer indices (weights copied).
+        pooling: 'mean' over real tokens or 'cls'.
+        normalize: L2-normalise the embedding (sentence-transformers' all-MiniLM models do).
+        freeze_word_embeddings: Keep the token embedding matrix fixed: a student that shares the teacher's
+            vocabulary keeps the teacher's token vectors, and most of its parameters need no optimizer state.
+    """
+    from kdforge.models import build_model
+
+    where = "sentence_encoder"
+    model, _ = build_model(encoder, dict(encoder_args or {}), None, f"{where}.encoder")
+    if layers is not None:
+        try:
+            model = student_from_teacher(model, layers)
+        except ValueError as exc:
+            raise RecipeError(f"{where}.layers: {exc}") from None
+    if freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return SentenceEncoder(model, pooling=pooling, normalize=normalize)
+
+
+def tiny_bert(layers: int = 4, hidden: int = 16, heads: int = 2, vocab_size: int = 2000, max_positions: int = 64,
+              seed: int = 0) -> nn.Module:
+    """A random-weight `transformers.BertModel` (no dropout), seeded: the same arguments give the same weights."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=2 * hidden,
+                        max_position_embeddings=max_positions, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    return BertModel(config)
+
+
+CHAR_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def char_tokenizer() -> Any:
+    """A character-level `tokenizers.Tokenizer`: ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], then one id per
+    printable ASCII character (100 ids). Its vocabulary is fixed, so every load of the data gives the same ids,
+    unlike a tokenizer trained in-process, which can break ties differently between runs."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    vocab = {token: i for i, token in enumerate(CHAR_SPECIAL_TOKENS + list(string.printable[:95]))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.add_special_tokens(CHAR_SPECIAL_TOKENS)
+    return tokenizer
+
+
+__all__ = ["char_tokenizer", "sentence_encoder", "tiny_bert"]

@@ -1,0 +1,188 @@
+"""The report of a label-free run (sentence-embedding distillation): the student is judged against the teacher
+only, by cosine to its embeddings, MSE and the Spearman correlation of pairwise similarities, plus size and
+speed. No accuracy, agreement, PAC bound or KD gain: without labels or classes none of them is defined.
+
+`write_report` calls `build_embedding_report` when the test split has no `labels`; `content.summary_sections`
+calls `embedding_sections` for a report whose `task` is "embedding".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdforge.report.content import Block, Section, _cost_blocks
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kdforge.data import DataBundle
+    from kdforge.evaluate import EvalOptions
+    from kdforge.pipeline import ModelResult
+    from kdforge.recipe import Recipe
+
+logger = logging.getLogger("kdforge")
+
+# Per-seed test metrics averaged over seeds (their `_std` is reported beside the mean for cosine and spearman).
+AVERAGED = ("cosine", "cosine_p05", "mse", "spearman")
+
+
+def summarise_embedding(results: dict[int, ModelResult]) -> dict[str, Any]:
+    """Mean (and std) over seeds of the embedding metrics, the worst seed's minimum cosine, every seed's numbers."""
+    per_seed = [{"seed": seed, **dict(r.metrics)} for seed, r in results.items()]
+    summary: dict[str, Any] = {}
+    for key in AVERAGED:
+        values = [m[key] for m in per_seed if m.get(key) is not None]
+        summary[key] = float(statistics.fmean(values)) if values else None
+        if key in ("cosine", "spearman"):
+            summary[f"{key}_std"] = float(statistics.stdev(values)) if len(values) > 1 else 0.0
+    summary["cosine_min"] = min(m["cosine_min"] for m in per_seed)
+    if all("cosine_last" in m for m in per_seed):  # `select: best`: the last step's figures beside the best
+        summary["cosine_last"] = float(statistics.fmean(m["cosine_last"] for m in per_seed))
+    summary["params"] = per_seed[0]["params"]
+    summary["per_seed"] = per_seed
+    return summary
+
+
+def build_embedding_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[str, Any],
+                           students: dict[int, ModelResult], env: dict[str, Any], teacher_model: nn.Module | None,
+                           opts: EvalOptions | None) -> dict[str, Any]:
+    """report.json's dict for a label-free run, with its plots written under out_dir/plots."""
+    from kdforge.report.plots import plot_curves
+
+    student = summarise_embedding(students)
+    seed = min(students, key=lambda s: (students[s].metrics["cosine"], s))  # the weakest seed is evaluated
+    report: dict[str, Any] = {
+        "report_version": 2,
+        "task": "embedding",
+        "name": recipe.name,
+        "seeds": list(recipe.seeds),
+        "confidence": recipe.eval.confidence,
+        "recipe_dir": recipe._base_dir,
+        "data": {
+            "source": recipe.data.source,
+            "train": len(data.teacher_train),
+            "student_train": len(data.student_train),
+            "val": len(data.val) if data.val is not None else 0,
+            "test": len(data.test),
+            "dim": teacher.get("dim"),
+        },
+        "losses": [{"name": t.name, "weight": t.weight, **t.params} for t in recipe.losses],
+        "teacher": teacher,
+        "student": student,
+        "cosine": student["cosine"],
+        "spearman": student["spearman"],
+        "params_ratio": student["params"] / max(teacher["params"], 1),
+        "evaluated_seed": seed,
+        "environment": env,
+    }
+    methods = {str(s): json.loads((r.folder / "method_metrics.json").read_text())
+               for s, r in students.items() if (r.folder / "method_metrics.json").is_file()}
+    if methods:
+        report["methods"] = methods
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = [plot_curves(out_dir, list(recipe.seeds), False, plots / "curves.png", val_key="val/cosine")]
+    if teacher_model is not None:
+        try:
+            written += _evaluate(report, recipe, data, teacher_model, students[seed].model, opts, plots)
+        except Exception as exc:  # noqa: BLE001 - a finished run keeps its basic report whatever happens here
+            report["evaluation_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning("the embedding evaluation failed (%s); the basic report follows",
+                           report["evaluation_error"])
+    report["plots"] = [str(p.relative_to(out_dir)) for p in written]
+    return report
+
+
+def _evaluate(report: dict[str, Any], recipe: Recipe, data: DataBundle, teacher_model: nn.Module,
+              student_model: nn.Module, opts: EvalOptions | None, plots: Path) -> list[Path]:
+    """Add the evaluated seed's `embedding` and `cost` sections (and throughput_ratio) to `report`; its plots."""
+    from kdforge.evaluate import EvalOptions, embedding_evaluation, predict_logits
+    from kdforge.metrics.embedding import cosine_to_teacher
+    from kdforge.report.plots import plot_cosines, plot_cost
+
+    opts = opts or EvalOptions(confidence=recipe.eval.confidence)
+    batch_size = recipe.eval.batch_size
+    teacher_emb = predict_logits(teacher_model, data.test, recipe.teacher.inputs, batch_size)
+    student_emb = predict_logits(student_model, data.test, recipe.student.inputs, batch_size)
+    sections = embedding_evaluation(teacher_model, student_model, data.test, recipe.teacher.inputs,
+                                    recipe.student.inputs, opts, teacher_emb=teacher_emb, student_emb=student_emb,
+                                    batch_size=batch_size)
+    report["eval_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
+    report.update(sections)
+    written = [plot_cosines(cosine_to_teacher(teacher_emb, student_emb).numpy(), plots / "cosines.png")]
+    cost = report["cost"]
+    if cost.get("available", True):
+        # rows/s of the student over the teacher's at the largest measured batch: the encode-throughput ratio
+        t, s = cost["teacher"]["latency"][-1], cost["student"]["latency"][-1]
+        report["throughput_ratio"] = s["throughput"] / t["throughput"] if t["throughput"] > 0 else None
+        written.append(plot_cost(cost, plots / "cost.png"))
+    return written
+
+
+def embedding_sections(report: dict[str, Any]) -> list[Section]:
+    """What report.md / report.html say about a label-free run."""
+    data, teacher, student = report["data"], report["teacher"], report["student"]
+    intro = (
+        f"Data: `{data['source']}`: {data['train']} training sentences, {data['val']} validation, {data['test']} "
+        f"test, no labels; embedding width {data['dim']}. Losses: "
+        + ", ".join(f"`{t['name']}` x{t['weight']:g}" for t in report["losses"]) + f". Seeds: {report['seeds']}."
+    )
+    rows = [["teacher", f"{teacher['params']:,}", "1 (reference)", "-", "-", "-"],
+            ["distilled student", f"{student['params']:,}",
+             f"{_num(student['cosine'])} ± {_num(student['cosine_std'])}", _num(student["cosine_p05"]),
+             f"{_num(student['spearman'])} ± {_num(student['spearman_std'])}", f"{student['mse']:.3e}"]]
+    summary: list[Block] = [
+        ("p", intro),
+        ("table", ["model", "params", "test cosine to teacher (mean ± std)", "5th percentile cosine",
+                   "Spearman of pairwise similarities", "MSE"], rows, "lrrrrr"),
+    ]
+    if "cosine_last" in student:
+        summary.append(("p", f"Best-validation vs last-step test cosine (mean over seeds): {_num(student['cosine'])} "
+                             f"vs {_num(student['cosine_last'])}."))
+    fidelity: list[Block] = [(
+        "p",
+        f"On the {data['test']} held-out test sentences the distilled student's embedding has mean cosine "
+        f"{_num(student['cosine'])} to the teacher's (5th percentile {_num(student['cosine_p05'])}, worst sentence "
+        f"{_num(student['cosine_min'])}), and it ranks sentence pairs by similarity like the teacher with Spearman "
+        f"rho {_num(student['spearman'])} (1 = the same order). The data has no labels, so accuracy, top-1 "
+        "agreement and a scratch baseline do not apply.",
+    )]
+    emb = report.get("embedding")
+    if emb is not None:
+        fidelity.append(("p", f"The seed-{report['evaluated_seed']} student (lowest mean cosine) in detail: cosine "
+                              f"{_num(emb['cosine'])} ± {_num(emb['cosine_std'])} (std over sentences), Spearman "
+                              f"over {emb['pairs']:,} pairs of the first {min(emb['n'], _pair_rows(emb['pairs'])):,} "
+                              "test sentences."))
+        fidelity.append(("img", "plots/cosines.png", "per-sentence cosine to the teacher"))
+    ratios = f"The student has {report['params_ratio']:.3f}x the teacher's parameters"
+    if report.get("throughput_ratio"):
+        ratios += f" and encodes {report['throughput_ratio']:.2f}x as many sentences per second"
+    fidelity.append(("p", ratios + "."))
+    if "evaluation_error" in report:
+        fidelity.append(("p", f"The detailed evaluation failed: {report['evaluation_error']}."))
+    sections: list[Section] = [("Summary", summary), ("Embedding fidelity", fidelity)]
+    cost = report.get("cost")
+    if cost is not None and cost.get("available", True) is False:
+        sections.append(("Cost", [("p", f"Not measured: {cost['reason']}.")]))
+    elif cost is not None:
+        sections.append(("Cost", _cost_blocks(cost)))
+    header = ["seed", "cosine", "5th percentile", "min", "Spearman", "MSE", "steps (best)"]
+    per_seed = [[str(m["seed"]), _num(m["cosine"]), _num(m["cosine_p05"]), _num(m["cosine_min"]),
+                 _num(m["spearman"]), f"{m['mse']:.3e}", f"{m.get('steps', '-')} ({m.get('best_step', '-')})"]
+                for m in student["per_seed"]]
+    sections.append(("Per seed", [("table", header, per_seed, "rrrrrrr")]))
+    return sections
+
+
+def _pair_rows(pairs: int) -> int:
+    """The n with n(n-1)/2 = pairs."""
+    return round((1 + (1 + 8 * pairs) ** 0.5) / 2)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
