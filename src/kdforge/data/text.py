@@ -67,8 +67,26 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 2000):
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    # The trainer numbers characters in hash-map order and breaks ties between equally frequent merges by those
+    # numbers, so the same texts could give different vocabularies. Listing every character (and its '##'
+    # form) up front, sorted, as "special" tokens fixes their numbers; the model is rebuilt below with only the
+    # real special tokens, so the characters become ordinary vocabulary entries.
+    starts, inner = set(), set()
+    for text in texts:
+        normal = tokenizer.normalizer.normalize_str(text)
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normal):
+            starts.add(word[0])
+            inner.update(word[1:])
+    alphabet = [*sorted(starts | inner), *(f"##{c}" for c in sorted(inner))]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *alphabet],
+                                        show_progress=False)
     tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    vocab = dict(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
     return tokenizer
@@ -139,6 +157,10 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
     """The `tokenizer` data arg: `wordpiece` (trained on `train_texts`), `hf:<folder or hub name>` (a folder is
     looked up relative to the recipe first) or `py:package.module:attr` (called with no arguments)."""
     where = "recipe.data.args.tokenizer"
+    if not isinstance(tokenizer, str) or not (tokenizer == "wordpiece" or tokenizer.startswith("hf:")
+                                              or is_py_ref(tokenizer)):
+        raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'hf:<folder or hub name>' "
+                          "or 'py:package.module:attr'.")
     if tokenizer != "wordpiece" and vocab_size is not None:
         raise RecipeError(f"recipe.data.args.vocab_size only sizes the in-process wordpiece tokenizer; remove it "
                           f"(the tokenizer {tokenizer!r} brings its own vocabulary).")
@@ -157,11 +179,8 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
             raise RecipeError(f"{where}: cannot load {tokenizer!r} ({str(exc).splitlines()[0]}). Give a local "
                               "folder with the tokenizer files, or a hub name on a machine with network.") from None
         return TextTokenizer(backend, where)
-    if is_py_ref(tokenizer):
-        factory = resolve_py_ref(tokenizer, where=where, search_dir=base_dir)
-        return TextTokenizer(factory() if callable(factory) else factory, where)
-    raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'hf:<folder or hub name>' or "
-                      "'py:package.module:attr'.")
+    factory = resolve_py_ref(tokenizer, where=where, search_dir=base_dir)
+    return TextTokenizer(factory() if callable(factory) else factory, where)
 
 
 def _permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -203,6 +222,7 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
     row. `augment` (see kdforge.data.augment) adds Tang et al.'s augmented copies of the student's training
     sentences, unlabelled, to the student's rows only.
     """
+    augment_spec = AugmentSpec.from_arg(augment) if augment is not None else None  # fail before any work
     records, labels = topic_records()
     rows = np.arange(len(records))
     rest, test, y_rest, _ = _split(rows, labels, test_size, seed)
@@ -226,10 +246,9 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
         student_train = teacher_train.with_tensor("labels", student_labels_tensor)
     else:
         student_train = teacher_train.subset(labelled, name="train (student)")
-    if augment is not None:
-        spec_aug = AugmentSpec.from_arg(augment)
+    if augment_spec is not None:
         sentences = [texts[i] for i in student_train.tensors["index"].tolist()]
-        augmented = augment_sentences(sentences, tok.require_mask(), spec_aug)
+        augmented = augment_sentences(sentences, tok.require_mask(), augment_spec)
         aug_ids, aug_attention, _ = tok.encode(augmented, seq_len)
         fresh = torch.arange(len(records), len(records) + len(augmented))  # ids no other row has
         extra = TensorData({"input_ids": aug_ids, "attention_mask": aug_attention, "index": fresh,
