@@ -17,6 +17,10 @@ def test_hand_value_with_padding_mask():
     # per token 1 - cos: 0, 1, 2; the third token is padding
     assert loss(*args, Targets(mask=torch.tensor([[True, True, False]]))).item() == pytest.approx(0.5)
     assert loss(*args, Targets()).item() == pytest.approx(1.0)
+    # the attention mask (real tokens) wins over a label mask that marks only the masked-LM positions
+    only_first = torch.tensor([[True, False, False]])
+    assert loss(*args, Targets(mask=only_first)).item() == pytest.approx(0.0)
+    assert loss(*args, Targets(mask=only_first, tokens=torch.tensor([[1, 1, 0]]))).item() == pytest.approx(0.5)
 
 
 def test_matches_torch_cosine_embedding_loss():

@@ -32,6 +32,7 @@ class Targets:
     labels: Tensor | None = None  # (B,) or (B, T) class ids; IGNORE_INDEX marks unlabelled entries
     mask: Tensor | None = None  # (B,) or (B, T) bool: the positions that count (padding is False)
     index: Tensor | None = None  # (B,) stable sample ids (memory banks, teacher caches)
+    tokens: Tensor | None = None  # (B, T) the real tokens (the batch's attention_mask), for token-level features
 
 
 class DistillLoss(nn.Module):

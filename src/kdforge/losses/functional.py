@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError, UnknownNameError
-from kdforge.losses.base import Outputs
+from kdforge.losses.base import Outputs, Targets
 
 
 def feature(outputs: Outputs, tap: str, side: str, owner: str) -> Tensor:
@@ -55,11 +55,16 @@ def as_tokens(x: Tensor) -> Tensor:
     raise ShapeMismatchError(f"expected token states (B, T, D), (B, C, H, W) or (B, D); got {shape_of(x)}.")
 
 
-def token_mask(mask: Tensor | None, x: Tensor) -> Tensor | None:
-    """`Targets.mask` as a (B, T) bool mask when it matches the tokens of `x` (B, T, D); else None (all count)."""
-    if mask is None or mask.dim() != 2 or mask.shape != x.shape[:2]:
-        return None
-    return mask.bool()
+def token_mask(targets: Targets, x: Tensor) -> Tensor | None:
+    """The real tokens of `x` (B, T, D) as a (B, T) bool mask, for losses over hidden states and attention:
+    `Targets.tokens` (the attention mask) when it fits, else `Targets.mask`, else None (all count).
+
+    The attention mask comes first: `mask` may mark only the positions a label loss counts (the 15 % of masked-LM
+    tokens), while hidden-state and attention losses compare every real token (DistilBERT, TinyBERT, MiniLM)."""
+    for mask in (targets.tokens, targets.mask):
+        if mask is not None and mask.dim() == 2 and mask.shape == x.shape[:2]:
+            return mask.bool()
+    return None
 
 
 def head_scores(a: Tensor, b: Tensor, heads: int, what: str) -> Tensor:

@@ -70,7 +70,7 @@ class HiddenCosLoss(PairedFeatureLoss):
                              hint="Add `projector: linear` for models of different widths; tap layers that see "
                                   "the same tokens.")
             dist = 1.0 - F.cosine_similarity(h_s, h_t, dim=-1)  # (B, T)
-            mask = token_mask(targets.mask, h_s)
+            mask = token_mask(targets, h_s)
             if mask is None:
                 terms.append(dist.mean())
             else:

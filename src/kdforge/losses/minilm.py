@@ -110,7 +110,7 @@ class MiniLMLoss(DistillLoss):
             raise ShapeMismatchError(
                 f"minilm: student {shape_of(any_s)} and teacher {shape_of(any_t)} states cover different tokens; "
                 "both models must see the same tokenised batch.")
-        mask = token_mask(targets.mask, any_s)
+        mask = token_mask(targets, any_s)
         terms = []
         for rel in self.relations:
             a, b = rel

@@ -177,7 +177,7 @@ class TinyBERTLoss(DistillLoss):
             terms.append(F.mse_loss(h_s, h_t))
         for s_q, s_k, t_q, t_k in attention:
             ref = as_tokens(feature(student, s_q, "student", "tinybert"))
-            mask = token_mask(targets.mask, ref)
+            mask = token_mask(targets, ref)
             a_s = self._scores(student, s_q, s_k, "student", mask)
             a_t = self._scores(teacher, t_q, t_k, "teacher", mask)
             check_same_shape(a_s, a_t, what=f"tinybert attention scores {shape_of(a_s)} vs {shape_of(a_t)}",

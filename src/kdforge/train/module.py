@@ -16,7 +16,8 @@ from kdforge.models.forward import call_model, logits_of
 
 
 def targets_of(batch: Mapping[str, Tensor]) -> Targets:
-    return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"))
+    return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"),
+                   tokens=batch.get("attention_mask"))
 
 
 @runtime_checkable
