@@ -10,8 +10,19 @@ import torch
 from kdforge.data import text as text_mod
 from kdforge.data.augment import AugmentSpec, augment_sentences, augment_words
 from kdforge.data.corpus import DocSentence
-from kdforge.data.text import (CLS, MASK, PAD, SEP, TOPICS, name_tags, stdlib_mlm, stdlib_sentences, stdlib_tags,
-                               stdlib_topics, topic_records)
+from kdforge.data.text import (
+    CLS,
+    MASK,
+    PAD,
+    SEP,
+    TOPICS,
+    name_tags,
+    stdlib_mlm,
+    stdlib_sentences,
+    stdlib_tags,
+    stdlib_topics,
+    topic_records,
+)
 from kdforge.errors import RecipeError
 from kdforge.llm.data import text_source
 from kdforge.recipe import DataSpec
@@ -156,6 +167,7 @@ def test_token_tags_sit_on_first_word_pieces():
         assert data["labels"][row][starts[:-1]].tolist() == name_tags(records[int(data["index"][row])])
         checked += 1
     assert checked > 30
+    assert data["labels"][data["input_ids"] == PAD].eq(-100).all()
     assert 0 < data["labels"][data["mask"]].float().mean() < 0.2
 
 
