@@ -213,3 +213,13 @@ def test_bad_topic_args_name_the_field(args, extra, match):
 def test_sources_without_labels_reject_student_labels():
     with pytest.raises(RecipeError, match="recipe.data.student_labels"):
         text_source(DataSpec(source="text:stdlib_mlm", student_labels=10))
+
+
+def test_stdlib_wordpiece_gives_the_same_ids_in_every_source_and_mlm_can_exclude_the_topics():
+    mlm, mlm_tok = text_mod.stdlib_mlm(tokenizer="stdlib_wordpiece", vocab_size=500, seq_len=16, limit=200,
+                                       dupe_factor=1, exclude_topics=True)
+    topics, topics_tok = text_mod.stdlib_topics(tokenizer="stdlib_wordpiece", vocab_size=500, seq_len=16)
+    assert mlm_tok.backend.get_vocab() == topics_tok.backend.get_vocab()
+    pretraining = set(text_mod.outside_topics())
+    records, _ = text_mod.topic_records()
+    assert pretraining and not pretraining & {r.text for r in records}

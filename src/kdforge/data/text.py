@@ -15,7 +15,10 @@ Every source takes a `tokenizer` argument, because a real Hugging Face teacher m
 `wordpiece` (default: a BERT-style WordPiece trained in-process on the training split's sentences only, so
 held-out text stays unseen), `hf:<local folder or hub name>` (transformers' AutoTokenizer) or
 `py:package.module:attr` (a callable with no arguments that returns a `tokenizers.Tokenizer` or a
-transformers tokenizer).
+transformers tokenizer), or `stdlib_wordpiece`: one WordPiece trained on the docstring sentences outside the
+TOPICS areas, the same in every source, so a model pre-trained on one source (a well-read student on
+`text:stdlib_mlm` with `exclude_topics: true`) reads the same ids in another (`text:stdlib_topics`) and never saw
+the task's sentences.
 """
 
 from __future__ import annotations
@@ -157,15 +160,17 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
     """The `tokenizer` data arg: `wordpiece` (trained on `train_texts`), `hf:<folder or hub name>` (a folder is
     looked up relative to the recipe first) or `py:package.module:attr` (called with no arguments)."""
     where = "recipe.data.args.tokenizer"
-    if not isinstance(tokenizer, str) or not (tokenizer == "wordpiece" or tokenizer.startswith("hf:")
+    if not isinstance(tokenizer, str) or not (tokenizer in WORDPIECES or tokenizer.startswith("hf:")
                                               or is_py_ref(tokenizer)):
-        raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'hf:<folder or hub name>' "
+        raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'stdlib_wordpiece', "
+                          "'hf:<folder or hub name>' "
                           "or 'py:package.module:attr'.")
-    if tokenizer != "wordpiece" and vocab_size is not None:
+    if tokenizer not in WORDPIECES and vocab_size is not None:
         raise RecipeError(f"recipe.data.args.vocab_size only sizes the in-process wordpiece tokenizer; remove it "
                           f"(the tokenizer {tokenizer!r} brings its own vocabulary).")
-    if tokenizer == "wordpiece":
-        return TextTokenizer(train_wordpiece(train_texts, 2000 if vocab_size is None else vocab_size), where)
+    if tokenizer in WORDPIECES:
+        texts = train_texts if tokenizer == "wordpiece" else outside_topics()
+        return TextTokenizer(train_wordpiece(texts, 2000 if vocab_size is None else vocab_size), where)
     if tokenizer.startswith("hf:"):
         name = tokenizer.removeprefix("hf:")
         local = Path(name).expanduser()
@@ -202,11 +207,25 @@ def _bundle(info: DataInfo, data: TensorData, train: Tensor, val: Tensor, test: 
                       val=data.subset(val, name="val") if len(val) else None, test=data.subset(test, name="test"))
 
 
+WORDPIECES = ("wordpiece", "stdlib_wordpiece")
+
+
+def _topic_of(record: DocSentence) -> str:
+    return record.module.split(".")[0]
+
+
+def outside_topics() -> list[str]:
+    """The docstring sentences of every module outside the TOPICS areas, in corpus order: the general-domain text
+    `stdlib_wordpiece` is trained on and `stdlib_mlm(exclude_topics=True)` pre-trains on."""
+    packages = {package for group in TOPICS.values() for package in group}
+    return [r.text for r in stdlib_documented_sentences() if _topic_of(r) not in packages]
+
+
 def topic_records() -> tuple[list[DocSentence], np.ndarray]:
     """The docstring sentences of the TOPICS areas and their class ids (index into TOPICS)."""
     package_label = {package: k for k, packages in enumerate(TOPICS.values()) for package in packages}
-    records = [r for r in stdlib_documented_sentences() if r.module.split(".")[0] in package_label]
-    labels = np.array([package_label[r.module.split(".")[0]] for r in records], dtype=np.int64)
+    records = [r for r in stdlib_documented_sentences() if _topic_of(r) in package_label]
+    labels = np.array([package_label[_topic_of(r)] for r in records], dtype=np.int64)
     return records, labels
 
 
@@ -303,17 +322,18 @@ def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq
 
 def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                limit: int | None = None, dupe_factor: int = 5, mlm_probability: float = 0.15,
-               test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
+               exclude_topics: bool = False, test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
                base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of statically masked MLM rows, as the original BERT pre-training data:
     `dupe_factor` copies of each training sentence with different masks (BERT's 15 % / 80-10-10 rule, via
     `kdforge.models.hf_student.mlm_mask`); val and test are masked once with a fixed seed. `num_classes` in
-    the DataInfo is the vocabulary size. Copy k of sentence i has index i + k * (number of sentences)."""
+    the DataInfo is the vocabulary size. Copy k of sentence i has index i + k * (number of sentences).
+    `exclude_topics` leaves out the TOPICS areas' sentences (pre-training text disjoint from text:stdlib_topics)."""
     from kdforge.models.hf_student import mlm_mask
 
     if not isinstance(dupe_factor, int) or dupe_factor < 1:
         raise RecipeError(f"recipe.data.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
-    sentences = [r.text for r in stdlib_documented_sentences()]
+    sentences = outside_topics() if exclude_topics else [r.text for r in stdlib_documented_sentences()]
     random.Random(seed).shuffle(sentences)
     sentences = sentences[:limit] if limit is not None else sentences
     n = len(sentences)
@@ -379,5 +399,5 @@ def accepts_student_labels(source: Callable[..., Any]) -> bool:
 
 
 __all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
-           "load_tokenizer", "name_tags", "stdlib_mlm", "stdlib_sentences", "stdlib_tags", "stdlib_topics",
-           "topic_records", "train_wordpiece"]
+           "load_tokenizer", "name_tags", "outside_topics", "stdlib_mlm", "stdlib_sentences", "stdlib_tags",
+           "stdlib_topics", "topic_records", "train_wordpiece"]

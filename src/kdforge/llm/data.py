@@ -113,10 +113,11 @@ def tiny_causal_lm(arch: str = "gpt2", layers: int = 2, hidden: int = 64, heads:
 
 
 def _text_sources() -> dict:
-    from kdforge.data import text
+    from kdforge.data import retrieval, text
 
     return {"stdlib_lm": stdlib_lm, "stdlib_topics": text.stdlib_topics, "stdlib_tags": text.stdlib_tags,
-            "stdlib_mlm": text.stdlib_mlm, "stdlib_sentences": text.stdlib_sentences}
+            "stdlib_mlm": text.stdlib_mlm, "stdlib_sentences": text.stdlib_sentences,
+            "stdlib_retrieval": retrieval.stdlib_retrieval}
 
 
 TEXT_SOURCES = _text_sources()
