@@ -87,3 +87,54 @@ def test_processes_split_each_global_batch():
     parts = [next(iterate_batches(data, 8, seed=0, process_index=i, num_processes=2))["index"] for i in range(2)]
     assert torch.equal(torch.cat(parts), whole)
     assert np.intersect1d(parts[0].numpy(), parts[1].numpy()).size == 0
+
+
+def _text_recipe(folder, tokenizer: str):
+    """A recipe file in `folder` whose text data names `tokenizer` (a path or module beside the recipe)."""
+    import yaml
+
+    encoder = {"model": "py:kdforge.models.sentence:sentence_encoder",
+               "args": {"encoder": "builtin:bert", "encoder_args": {"task": "base", "vocab_size": 100,
+                                                                    "input_shape": [8], "num_classes": 0,
+                                                                    "layers": 1, "hidden": 8, "heads": 1}},
+               "inputs": ["input_ids", "attention_mask"]}
+    recipe = {"name": "text-base-dir", "seeds": [0], "baseline": False,
+              "data": {"source": "text:stdlib_sentences", "args": {"tokenizer": tokenizer, "seq_len": 8, "limit": 20}},
+              "teacher": encoder, "student": encoder, "losses": [{"name": "embed_mse"}],
+              "train": {"max_steps": 1, "progress": False}}
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _load_from_elsewhere(path, elsewhere, monkeypatch):
+    from kdforge.recipe import load_recipe
+
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the recipe's neighbours are not in the working directory
+    recipe = load_recipe(path)
+    return load_data(recipe.data, recipe._base_dir)
+
+
+def test_text_recipe_finds_a_py_tokenizer_module_beside_it(tmp_path, monkeypatch):
+    pytest.importorskip("tokenizers")
+    module = f"beside_tok_{tmp_path.name.replace('-', '_')}"  # unique: sys.modules outlives the test
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / f"{module}.py").write_text(
+        "from kdforge.models.sentence import char_tokenizer\n\ndef make():\n    return char_tokenizer()\n")
+    data = _load_from_elsewhere(_text_recipe(tmp_path / "recipe", f"py:{module}:make"), tmp_path / "cwd",
+                                monkeypatch)
+    assert data.test.tensors["input_ids"].shape[1] == 8
+    assert int(data.test.tensors["input_ids"].max()) < 100  # the character vocabulary's ids, not a wordpiece's
+
+
+def test_text_recipe_finds_an_hf_tokenizer_folder_beside_it(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    from kdforge.models.sentence import char_tokenizer
+
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=char_tokenizer(), pad_token="[PAD]",
+                                                unk_token="[UNK]")
+    fast.save_pretrained(tmp_path / "recipe" / "tok")
+    data = _load_from_elsewhere(_text_recipe(tmp_path / "recipe", "hf:tok"), tmp_path / "cwd", monkeypatch)
+    assert int(data.test.tensors["input_ids"].max()) < 100
+    assert not (tmp_path / "cwd" / "tok").exists()

@@ -92,7 +92,7 @@ def load_data(spec: DataSpec, base_dir: str | Path | None = None) -> DataBundle:
     if spec.source.startswith("text:"):  # token sequences for language models (kdforge.llm.data)
         from kdforge.llm.data import text_source
 
-        return text_source(spec)
+        return text_source(spec, base_dir)  # the recipe's folder: a local hf: or py: tokenizer resolves there
     parts, standardize_default = _load_raw(spec, base_dir)
     for key, (x, y) in parts.items():
         _check_arrays(x, y, f"recipe.data ({key})")
@@ -116,23 +116,31 @@ def load_data(spec: DataSpec, base_dir: str | Path | None = None) -> DataBundle:
         return TensorData({"x": torch.from_numpy(x), "labels": torch.from_numpy(y.astype(np.int64))}, name=key)
 
     train = tensors("train")
-    labelled = _labelled_rows(y_train, spec)
-    if spec.student_labels is not None and spec.transfer_set:
-        hidden = torch.full((len(train),), True)
-        hidden[labelled] = False
-        student_labels = train.tensors["labels"].clone()
-        student_labels[hidden] = IGNORE_INDEX
-        student_train = train.with_tensor("labels", student_labels)
-    else:
-        student_train = train.subset(labelled, name="train (student)")
+    student_train, scratch_train = student_and_scratch_train(train, spec)
     return DataBundle(
         info=DataInfo(tuple(int(d) for d in parts["train"][0].shape[1:]), num_classes),
         teacher_train=train,
         student_train=student_train,
-        scratch_train=train.subset(labelled, name="train (labelled)"),
+        scratch_train=scratch_train,
         val=tensors("val") if "val" in parts else None,
         test=tensors("test"),
     )
+
+
+def student_and_scratch_train(train: TensorData, spec: DataSpec) -> tuple[TensorData, TensorData]:
+    """(student's, scratch baseline's) training sets from the teacher's `train` (with per-row `labels`).
+
+    One place for every labelled source (arrays here, text:stdlib_topics), so `student_labels` and `transfer_set`
+    mean the same everywhere: the student keeps `student_labels` labelled rows and, with `transfer_set`, every
+    other row with labels -100 (teacher-driven losses only); the scratch baseline gets the labelled rows alone.
+    """
+    labelled = _labelled_rows(train.tensors["labels"].numpy(), spec)
+    scratch_train = train.subset(labelled, name="train (labelled)")
+    if spec.student_labels is None or not spec.transfer_set:
+        return train.subset(labelled, name="train (student)"), scratch_train
+    student_labels = torch.full((len(train),), IGNORE_INDEX, dtype=torch.long)
+    student_labels[labelled] = train.tensors["labels"][labelled]
+    return train.with_tensor("labels", student_labels), scratch_train
 
 
 def _labelled_rows(y_train: np.ndarray, spec: DataSpec) -> torch.Tensor:
@@ -151,4 +159,5 @@ def _labelled_rows(y_train: np.ndarray, spec: DataSpec) -> torch.Tensor:
     return torch.from_numpy(np.sort(rows))
 
 
-__all__ = ["Batch", "DataBundle", "TensorData", "iterate_batches", "load_data", "sequential_batches"]
+__all__ = ["Batch", "DataBundle", "TensorData", "iterate_batches", "load_data", "sequential_batches",
+           "student_and_scratch_train"]

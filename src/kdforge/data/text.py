@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdforge.data import DataBundle, _labelled_rows, _split
+from kdforge.data import DataBundle, _split, student_and_scratch_train
 from kdforge.data.augment import AugmentSpec, augment_sentences
 from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
 from kdforge.data.tensors import TensorData
@@ -255,16 +255,9 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
     data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": torch.from_numpy(labels)})
     bundle = _bundle(DataInfo((seq_len,), len(TOPICS)), data, train, val, test)
 
-    y_train = labels[train.numpy()]
-    spec = DataSpec(source="text:stdlib_topics", student_labels=student_labels, split_seed=seed)
-    labelled = _labelled_rows(y_train, spec)  # positions within the training rows
-    teacher_train = bundle.teacher_train
-    if student_labels is not None and transfer_set:
-        student_labels_tensor = torch.full((len(teacher_train),), IGNORE_INDEX, dtype=torch.long)
-        student_labels_tensor[labelled] = teacher_train.tensors["labels"][labelled]
-        student_train = teacher_train.with_tensor("labels", student_labels_tensor)
-    else:
-        student_train = teacher_train.subset(labelled, name="train (student)")
+    spec = DataSpec(source="text:stdlib_topics", student_labels=student_labels, transfer_set=transfer_set,
+                    split_seed=seed)
+    student_train, scratch_train = student_and_scratch_train(bundle.teacher_train, spec)
     if augment_spec is not None:
         sentences = [texts[i] for i in student_train.tensors["index"].tolist()]
         augmented = augment_sentences(sentences, tok.require_mask(), augment_spec)
@@ -274,7 +267,7 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
                             "labels": torch.full((len(augmented),), IGNORE_INDEX, dtype=torch.long)})
         student_train = _cat([student_train, extra], name="train (student, augmented)")
     bundle.student_train = student_train
-    bundle.scratch_train = teacher_train.subset(labelled, name="train (labelled)")
+    bundle.scratch_train = scratch_train
     return bundle, tok
 
 
