@@ -57,6 +57,9 @@ def _print_summary(report: dict, out_dir: Path) -> None:
 
     if not is_writer():  # several processes (torchrun, accelerate launch): the main one speaks for the run
         return
+    if report.get("task") == "embedding":  # label-free: no accuracy or agreement (kdforge.report.embedding)
+        _print_embedding_summary(report, out_dir)
+        return
     seeds, n_test = len(report["seeds"]), report["data"]["test"]
     table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test})")
     for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
@@ -72,6 +75,34 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     if "kd_gain" in report:
         out.print(f"KD gain over scratch: {100 * report['kd_gain']:+.2f} points")
     out.print(f"Report: {out_dir / 'report.md'}  (also report.json, plots/)")
+
+
+def _print_embedding_summary(report: dict, out_dir: Path) -> None:
+    """The table of a label-free run: cosine to the teacher's embeddings, Spearman of pairwise similarities,
+    and the student's size and speed relative to the teacher (docs/report.md, "Label-free runs")."""
+    seeds, n_test = len(report["seeds"]), report["data"]["test"]
+    table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test}, no labels)")
+    for column in ("model", "params", "cosine to teacher", "Spearman (pairs)", "MSE"):
+        table.add_column(column, justify="right" if column != "model" else "left", no_wrap=column == "model")
+    t, s = report["teacher"], report["student"]
+    table.add_row("teacher", f"{t['params']:,}", "1 (reference)", "-", "-")
+    table.add_row("distilled student", f"{s['params']:,}", f"{_num(s['cosine'])} ± {_num(s['cosine_std'])}",
+                  f"{_num(s['spearman'])} ± {_num(s['spearman_std'])}", f"{s['mse']:.3e}")
+    out.print(table)
+    throughput = report.get("throughput_ratio")
+    speed = f", {throughput:.2f}x the teacher's throughput" if throughput else " (throughput not measured)"
+    out.print(f"Student: {report['params_ratio']:.3f}x the teacher's parameters{speed}.", markup=False,
+              highlight=False, soft_wrap=True)
+    if "evaluation_error" in report:
+        out.print(f"The detailed evaluation failed: {report['evaluation_error']}", markup=False, highlight=False,
+                  soft_wrap=True)
+    out.print(f"Report: {out_dir / 'report.md'}  (also report.json, plots/)", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+def _num(x: float | None) -> str:
+    """A metric that can be undefined (Spearman of constant similarities is null in report.json)."""
+    return "-" if x is None else f"{x:.4f}"
 
 
 def _without_progress(recipe):
@@ -288,8 +319,10 @@ def report(
     confidence = open_run(run_dir, recipe_dir).recipe.eval.confidence
     result = regenerate_report(run_dir, recipe_dir, EvalOptions(confidence=confidence, epsilon=epsilon, delta=delta))
     _print_summary(result, run_dir)
-    out.print(f"PAC: {result['fidelity']['pac']['verdict']}  (also {run_dir / 'report.html'})", markup=False,
-              highlight=False, soft_wrap=True)
+    # a label-free run has no PAC verdict (its fidelity is the cosine table above), nor has a failed evaluation
+    pac = result.get("fidelity", {}).get("pac")
+    verdict = f"PAC: {pac['verdict']}  " if pac else ""
+    out.print(f"{verdict}(also {run_dir / 'report.html'})", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -303,7 +336,11 @@ def export(
 ) -> None:
     """Export the student alone (no teacher, adapters or loss parts), checked against PyTorch on test inputs."""
     from kdforge.export import export_student
+    from kdforge.report.run import open_run
 
+    if scratch and not open_run(run_dir).recipe.baseline:  # else the "finish with --resume" message misleads
+        raise KDForgeError(f"export --scratch: {str(run_dir)!r} has no scratch baseline (its recipe has `baseline: "
+                           "false`, as every label-free run does). Drop --scratch to export the distilled student.")
     result = export_student(run_dir, fmt, out_dir, seed, "scratch" if scratch else "student", overwrite)
     out.print(f"Exported {result.info['source']['kind']} of seed {result.info['source']['seed']} as {fmt}: "
               f"{result.out_dir}  ({', '.join(result.files)}); check: {result.info['check']}, max |diff| "
