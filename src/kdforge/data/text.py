@@ -233,42 +233,78 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
                   augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
                   seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
                   base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
-    """(DataBundle, tokenizer) for topic classification of stdlib docstring sentences (labels: TOPICS order).
+    """(DataBundle, tokenizer) for topic classification of stdlib docstring sentences (labels: TOPICS order);
+    the split, `student_labels`, `transfer_set` and `augment` as in `sentence_classification`."""
+    records, labels = topic_records()
+    return sentence_classification([r.text for r in records], labels, len(TOPICS), "text:stdlib_topics", tokenizer,
+                                   vocab_size, seq_len, augment, test_size, val_size, seed, student_labels,
+                                   transfer_set, base_dir)
 
-    Train / val / test are stratified by label. With `student_labels`, the student gets a stratified labelled
-    subset of the training rows (fixed by `seed`), and with `transfer_set` the other training rows as well,
-    unlabelled (labels -100); the scratch baseline gets the labelled subset only; the teacher every training
-    row. `augment` (see kdforge.data.augment) adds Tang et al.'s augmented copies of the student's training
-    sentences, unlabelled, to the student's rows only.
+
+def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classes: int, source: str,
+                            tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
+                            augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
+                            seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
+                            base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """(DataBundle, tokenizer) of one label per text (-1 in `labels`: an unlabelled text), for every
+    sentence-classification source.
+
+    Labelled texts are split into train / val / test, stratified by label. The teacher trains on every labelled
+    training row. With `student_labels`, the student gets a stratified labelled subset of them (fixed by `seed`),
+    and with `transfer_set` the other training rows as well, unlabelled (labels -100); the scratch baseline gets
+    the labelled subset only. Unlabelled texts join the student's rows (labels -100) when `transfer_set` is on,
+    and the tokenizer's training texts in any case; they are never evaluated on. `augment` (see
+    kdforge.data.augment) adds Tang et al.'s augmented copies of the student's training sentences, unlabelled,
+    to the student's rows only.
     """
     augment_spec = AugmentSpec.from_arg(augment) if augment is not None else None  # fail before any work
-    records, labels = topic_records()
-    rows = np.arange(len(records))
-    rest, test, y_rest, _ = _split(rows, labels, test_size, seed)
+    labelled = np.flatnonzero(labels >= 0)
+    unlabelled = torch.from_numpy(np.flatnonzero(labels < 0))
+    rest, test, y_rest, _ = _split(labelled, labels[labelled], test_size, seed)
     train, val = rest, np.array([], dtype=np.int64)
     if val_size > 0:
         train, val, _, _ = _split(rest, y_rest, val_size / (1 - test_size), seed)
     train, val, test = (torch.from_numpy(np.sort(part)) for part in (train, val, test))
-    texts = [r.text for r in records]
-    tok = load_tokenizer(tokenizer, [texts[i] for i in train.tolist()], vocab_size, base_dir)
+    tok = load_tokenizer(tokenizer, [texts[i] for i in torch.cat([train, unlabelled]).tolist()], vocab_size,
+                         base_dir)
     ids, attention, _ = tok.encode(texts, seq_len)
-    data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": torch.from_numpy(labels)})
-    bundle = _bundle(DataInfo((seq_len,), len(TOPICS)), data, train, val, test)
+    targets = torch.from_numpy(np.where(labels >= 0, labels, IGNORE_INDEX).astype(np.int64))
+    data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": targets})
+    bundle = _bundle(DataInfo((seq_len,), num_classes), data, train, val, test)
 
-    spec = DataSpec(source="text:stdlib_topics", student_labels=student_labels, transfer_set=transfer_set,
-                    split_seed=seed)
+    spec = DataSpec(source=source, student_labels=student_labels, transfer_set=transfer_set, split_seed=seed)
     student_train, scratch_train = student_and_scratch_train(bundle.teacher_train, spec)
+    if transfer_set and len(unlabelled):
+        student_train = _cat([student_train, data.subset(unlabelled)], name="train (student)")
     if augment_spec is not None:
         sentences = [texts[i] for i in student_train.tensors["index"].tolist()]
         augmented = augment_sentences(sentences, tok.require_mask(), augment_spec)
         aug_ids, aug_attention, _ = tok.encode(augmented, seq_len)
-        fresh = torch.arange(len(records), len(records) + len(augmented))  # ids no other row has
+        fresh = torch.arange(len(texts), len(texts) + len(augmented))  # ids no other row has
         extra = TensorData({"input_ids": aug_ids, "attention_mask": aug_attention, "index": fresh,
                             "labels": torch.full((len(augmented),), IGNORE_INDEX, dtype=torch.long)})
         student_train = _cat([student_train, extra], name="train (student, augmented)")
     bundle.student_train = student_train
     bundle.scratch_train = scratch_train
     return bundle, tok
+
+
+def text_file(path: str, text_field: str = "text", label_field: str = "label", format: str | None = None,
+              tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 128,
+              augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0,
+              student_labels: int | None = None, transfer_set: bool = True,
+              base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+    """`text:file`: the user's labelled texts from a CSV, TSV or JSON Lines file (`kdforge.data.text_file`), as
+    a sentence-classification source; `path` is relative to the recipe's folder."""
+    from kdforge.data.text_file import read_labelled_texts
+
+    local = Path(path).expanduser()
+    if not local.is_absolute() and base_dir is not None:
+        local = Path(base_dir) / local
+    read = read_labelled_texts(local, text_field, label_field, format)
+    return sentence_classification(read.texts, read.labels, len(read.classes), "text:file", tokenizer, vocab_size,
+                                   seq_len, augment, test_size, val_size, seed, student_labels, transfer_set,
+                                   base_dir)
 
 
 def _name_parts(record: DocSentence) -> set[str]:
@@ -392,5 +428,5 @@ def accepts_student_labels(source: Callable[..., Any]) -> bool:
 
 
 __all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
-           "load_tokenizer", "name_tags", "outside_topics", "stdlib_mlm", "stdlib_sentences", "stdlib_tags",
-           "stdlib_topics", "topic_records", "train_wordpiece"]
+           "load_tokenizer", "name_tags", "outside_topics", "sentence_classification", "stdlib_mlm", "stdlib_sentences", "stdlib_tags",
+           "stdlib_topics", "text_file", "topic_records", "train_wordpiece"]

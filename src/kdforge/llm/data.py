@@ -117,7 +117,7 @@ def _text_sources() -> dict:
 
     return {"stdlib_lm": stdlib_lm, "stdlib_topics": text.stdlib_topics, "stdlib_tags": text.stdlib_tags,
             "stdlib_mlm": text.stdlib_mlm, "stdlib_sentences": text.stdlib_sentences,
-            "stdlib_retrieval": retrieval.stdlib_retrieval}
+            "stdlib_retrieval": retrieval.stdlib_retrieval, "file": text.text_file}
 
 
 TEXT_SOURCES = _text_sources()
