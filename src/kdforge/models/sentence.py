@@ -7,17 +7,15 @@ so the teacher and a student built from it are the same factory with different `
     student: {model: "py:kdforge.models.sentence:sentence_encoder",
               args: {encoder: "py:kdforge.models.minilm:minilm_bert", layers: [0, 5]}}
 
-`tiny_bert` (a random-weight BertModel) and `char_tokenizer` (a fixed character vocabulary) make smoke recipes
-and tests that need no download and tokenise the same way on every load.
+`char_tokenizer` (a fixed character vocabulary) makes smoke recipes and tests that need no download and tokenise
+the same way on every load; their random-weight encoder is `builtin:bert` with `task: base`
+(recipes/embed_mse/stdlib_tinybert_smoke.yaml).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import torch
-from torch import nn
 
 from kdforge.errors import RecipeError
 from kdforge.models.hf_student import SentenceEncoder, student_from_teacher
@@ -53,19 +51,6 @@ def sentence_encoder(encoder: str, encoder_args: dict[str, Any] | None = None,
     return SentenceEncoder(model, pooling=pooling, normalize=normalize)
 
 
-def tiny_bert(layers: int = 4, hidden: int = 16, heads: int = 2, vocab_size: int = 2000, max_positions: int = 64,
-              seed: int = 0) -> nn.Module:
-    """A random-weight `transformers.BertModel` (no dropout), seeded: the same arguments give the same weights."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=2 * hidden,
-                        max_position_embeddings=max_positions, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    return BertModel(config)
-
-
 CHAR_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -84,4 +69,4 @@ def char_tokenizer() -> Any:
     return tokenizer
 
 
-__all__ = ["char_tokenizer", "sentence_encoder", "tiny_bert"]
+__all__ = ["char_tokenizer", "sentence_encoder"]
