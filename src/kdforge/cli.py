@@ -52,6 +52,15 @@ def _seeds(text: str | None) -> list[str]:
     return [f"seeds={seeds}"]
 
 
+def _summary_table(title: str, measures: tuple[str, ...]) -> Table:
+    """The final table of a run: model, params, then one right-aligned column per measure."""
+    table = Table(title=title)
+    table.add_column("model", no_wrap=True)
+    for column in ("params", *measures):
+        table.add_column(column, justify="right")
+    return table
+
+
 def _print_summary(report: dict, out_dir: Path) -> None:
     from kdforge.io import is_writer
 
@@ -61,9 +70,8 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         _print_embedding_summary(report, out_dir)
         return
     seeds, n_test = len(report["seeds"]), report["data"]["test"]
-    table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test})")
-    for column in ("model", "params", "test accuracy", "agreement w/ teacher", "95% lower bound"):
-        table.add_column(column, justify="right" if column != "model" else "left", no_wrap=column == "model")
+    table = _summary_table(f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test})",
+                           ("test accuracy", "agreement w/ teacher", "95% lower bound"))
     t = report["teacher"]
     table.add_row("teacher", f"{t['params']:,}", f"{t['accuracy']:.2%}", "-", "-")
     rows = ([("scratch student", report["scratch"])] if "scratch" in report else []) + [
@@ -81,9 +89,8 @@ def _print_embedding_summary(report: dict, out_dir: Path) -> None:
     """The table of a label-free run: cosine to the teacher's embeddings, Spearman of pairwise similarities,
     and the student's size and speed relative to the teacher (docs/report.md, "Label-free runs")."""
     seeds, n_test = len(report["seeds"]), report["data"]["test"]
-    table = Table(title=f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test}, no labels)")
-    for column in ("model", "params", "cosine to teacher", "Spearman (pairs)", "MSE"):
-        table.add_column(column, justify="right" if column != "model" else "left", no_wrap=column == "model")
+    table = _summary_table(f"kdforge: {report['name']}  ({seeds} seed(s), test n={n_test}, no labels)",
+                           ("cosine to teacher", "Spearman (pairs)", "MSE"))
     t, s = report["teacher"], report["student"]
     table.add_row("teacher", f"{t['params']:,}", "1 (reference)", "-", "-")
     table.add_row("distilled student", f"{s['params']:,}", f"{_num(s['cosine'])} ± {_num(s['cosine_std'])}",

@@ -206,12 +206,7 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
         rob = None
     if rob is not None:
         out.append(("Robustness", _robustness_blocks(report, rob)))
-    cost = report.get("cost")
-    if cost is not None and cost.get("available", True) is False:
-        out.append(("Cost", [("p", f"Not measured: {cost['reason']}.")]))
-    elif cost is not None:
-        out.append(("Cost", _cost_blocks(cost)))
-    return out
+    return out + _cost_section(report.get("cost"))
 
 
 def _confusion_blocks(matrix: list[list[int]]) -> list[Block]:
@@ -238,6 +233,15 @@ def _robustness_blocks(report: dict[str, Any], rob: dict[str, Any]) -> list[Bloc
               f"{100 * rob['agreement_drop']:+.2f} points under perturbation."),
         ("table", ["agreement", "rate", f"{100 * report['confidence']:g}% interval"], rows, "lrr"),
     ]
+
+
+def _cost_section(cost: dict[str, Any] | None) -> list[Section]:
+    """The Cost section of any report: the timings, why they were not measured, or none without `cost`."""
+    if cost is None:
+        return []
+    if cost.get("available", True) is False:
+        return [("Cost", [("p", f"Not measured: {cost['reason']}.")])]
+    return [("Cost", _cost_blocks(cost))]
 
 
 def _cost_blocks(cost: dict[str, Any]) -> list[Block]:

@@ -8,14 +8,13 @@ calls `embedding_sections` for a report whose `task` is "embedding".
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdforge.report.content import Block, Section, _cost_blocks
+from kdforge.report.content import Block, Section, _cost_section
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,26 +51,13 @@ def build_embedding_report(out_dir: Path, recipe: Recipe, data: DataBundle, teac
                            students: dict[int, ModelResult], env: dict[str, Any], teacher_model: nn.Module | None,
                            opts: EvalOptions | None) -> dict[str, Any]:
     """report.json's dict for a label-free run, with its plots written under out_dir/plots."""
+    from kdforge.report import _method_metrics, _run_header
     from kdforge.report.plots import plot_curves
 
     student = summarise_embedding(students)
     seed = min(students, key=lambda s: (students[s].metrics["cosine"], s))  # the weakest seed is evaluated
     report: dict[str, Any] = {
-        "report_version": 2,
-        "task": "embedding",
-        "name": recipe.name,
-        "seeds": list(recipe.seeds),
-        "confidence": recipe.eval.confidence,
-        "recipe_dir": recipe._base_dir,
-        "data": {
-            "source": recipe.data.source,
-            "train": len(data.teacher_train),
-            "student_train": len(data.student_train),
-            "val": len(data.val) if data.val is not None else 0,
-            "test": len(data.test),
-            "dim": teacher.get("dim"),
-        },
-        "losses": [{"name": t.name, "weight": t.weight, **t.params} for t in recipe.losses],
+        **_run_header(recipe, data, task="embedding", dim=teacher.get("dim")),
         "teacher": teacher,
         "student": student,
         "cosine": student["cosine"],
@@ -80,8 +66,7 @@ def build_embedding_report(out_dir: Path, recipe: Recipe, data: DataBundle, teac
         "evaluated_seed": seed,
         "environment": env,
     }
-    methods = {str(s): json.loads((r.folder / "method_metrics.json").read_text())
-               for s, r in students.items() if (r.folder / "method_metrics.json").is_file()}
+    methods = _method_metrics(students)
     if methods:
         report["methods"] = methods
     plots = out_dir / "plots"
@@ -165,12 +150,8 @@ def embedding_sections(report: dict[str, Any]) -> list[Section]:
     fidelity.append(("p", ratios + "."))
     if "evaluation_error" in report:
         fidelity.append(("p", f"The detailed evaluation failed: {report['evaluation_error']}."))
-    sections: list[Section] = [("Summary", summary), ("Embedding fidelity", fidelity)]
-    cost = report.get("cost")
-    if cost is not None and cost.get("available", True) is False:
-        sections.append(("Cost", [("p", f"Not measured: {cost['reason']}.")]))
-    elif cost is not None:
-        sections.append(("Cost", _cost_blocks(cost)))
+    sections: list[Section] = [("Summary", summary), ("Embedding fidelity", fidelity),
+                               *_cost_section(report.get("cost"))]
     header = ["seed", "cosine", "5th percentile", "min", "Spearman", "MSE", "steps (best)"]
     per_seed = [[str(m["seed"]), _num(m["cosine"]), _num(m["cosine_p05"]), _num(m["cosine_min"]),
                  _num(m["spearman"]), f"{m['mse']:.3e}", f"{m.get('steps', '-')} ({m.get('best_step', '-')})"]
