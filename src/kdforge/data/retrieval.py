@@ -50,7 +50,7 @@ def ranking_triples(records: list[DocSentence], negatives: int, limit: int | Non
     everything = [(key, text) for key, texts in by_object.items() for text in texts]
     triples = []
     for key, texts in by_object.items():
-        for query, positive in zip(texts, texts[1:]):
+        for query, positive in zip(texts, texts[1:], strict=False):
             pool = by_package[key[0].split(".")[0]]
             pool = pool if sum(k != key for k, _ in pool) >= 4 * negatives else everything
             chosen: list[str] = []

@@ -428,5 +428,5 @@ def accepts_student_labels(source: Callable[..., Any]) -> bool:
 
 
 __all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
-           "load_tokenizer", "name_tags", "outside_topics", "sentence_classification", "stdlib_mlm", "stdlib_sentences", "stdlib_tags",
-           "stdlib_topics", "text_file", "topic_records", "train_wordpiece"]
+           "load_tokenizer", "name_tags", "outside_topics", "sentence_classification", "stdlib_mlm",
+           "stdlib_sentences", "stdlib_tags", "stdlib_topics", "text_file", "topic_records", "train_wordpiece"]

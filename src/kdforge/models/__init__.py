@@ -17,9 +17,11 @@ from torch import nn
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
-from kdforge.models import builtin  # noqa: F401  (registers the built-in architectures)
-from kdforge.models import text  # noqa: F401  (registers builtin:bert, builtin:bilstm, builtin:textcnn)
-from kdforge.models import retrieval  # noqa: F401  (registers builtin:cross_encoder, builtin:dual_encoder)
+from kdforge.models import (
+    builtin,  # noqa: F401  (registers the built-in architectures)
+    retrieval,  # noqa: F401  (registers builtin:cross_encoder, builtin:dual_encoder)
+    text,  # noqa: F401  (registers builtin:bert, builtin:bilstm, builtin:textcnn)
+)
 from kdforge.registry import MODELS
 
 MODEL_FORMAT = "kdforge-model"
