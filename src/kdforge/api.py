@@ -16,7 +16,7 @@ from kdforge.build import build_loss, make_accelerator, preflight
 from kdforge.data import DataBundle, load_data
 from kdforge.data.tensors import TensorData
 from kdforge.errors import RecipeError
-from kdforge.evaluate import accuracy_summary, agreement_summary, predict_logits, validator
+from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits, validator
 from kdforge.models import DataInfo, count_params
 from kdforge.recipe import DataSpec, LossTerm, TrainConfig
 from kdforge.train.loop import TrainJob, fit, steps_for
@@ -125,10 +125,12 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[
     labels = bundle.test.tensors["labels"]
     teacher_logits = predict_logits(teacher, bundle.test, inputs)
     student_logits = predict_logits(student, bundle.test, inputs)
+    flat = positions(bundle.test)  # token tasks: agreement counts the positions accuracy counts
     result = DistillResult(
         teacher={**accuracy_summary(labels, teacher_logits, confidence), "params": count_params(teacher)},
         student={**accuracy_summary(labels, student_logits, confidence),
-                 **agreement_summary(teacher_logits, student_logits, confidence), "params": count_params(student)},
+                 **agreement_summary(flat(teacher_logits), flat(student_logits), confidence),
+                 "params": count_params(student)},
         evals=summary.evals, steps=summary.steps, seconds=summary.seconds,
         out_dir=Path(out_dir) if out_dir is not None else None,
     )

@@ -81,6 +81,12 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
                 f"recipe.taps.{side}: the losses read {missing}, which are not declared. "
                 f"Add them under taps.{side} as name: module.path."
             )
+    teacher_model = teacher.model if isinstance(teacher, OnlineTeacher) else None
+    for name, term in module.loss.terms.items():
+        try:
+            term.check_models(module.student, teacher_model)
+        except ValueError as exc:
+            raise RecipeError(f"recipe.losses ({name}): {exc}") from None
     _check_devices(module, teacher)
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device

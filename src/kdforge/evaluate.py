@@ -72,10 +72,12 @@ def accuracy_summary(labels: Tensor, logits: Tensor, confidence: float) -> dict[
 
 
 def agreement_summary(teacher_logits: Tensor, student_logits: Tensor, confidence: float) -> dict[str, float]:
+    """Top-1 agreement over the rows given: flatten sequence logits with `positions(data)` first, so a token task
+    counts the positions its accuracy counts, not padding or unmasked tokens."""
     agree, n = top1_agreement(teacher_logits, student_logits)
     lower, upper = clopper_pearson(agree, n, confidence)
     return {"agreement": agree / n, "agreement_lower": lower, "agreement_upper": upper,
-            "agreement_lower_95": clopper_pearson_lower(agree, n, 0.95), "n": n}
+            "agreement_lower_95": clopper_pearson_lower(agree, n, 0.95), "agreement_n": n}
 
 
 def is_label_free(data: TensorData) -> bool:
@@ -92,6 +94,8 @@ def validator(data: TensorData, inputs: list[str], teacher_logits: Tensor | None
         raise KDForgeError(f"{data.name}: the validation data has no 'labels' and there are no teacher outputs to "
                            "compare with; give labelled data, or a teacher, or set data.val_size: 0.")
 
+    flat = positions(data)
+
     def validate(student: nn.Module) -> dict[str, float]:
         logits = predict_logits(student, data, inputs, batch_size)
         if is_label_free(data):
@@ -100,7 +104,7 @@ def validator(data: TensorData, inputs: list[str], teacher_logits: Tensor | None
         correct, n = accuracy(data.tensors["labels"], logits)
         metrics = {"val/accuracy": correct / n}
         if teacher_logits is not None:
-            agree, total = top1_agreement(teacher_logits, logits)
+            agree, total = top1_agreement(flat(teacher_logits), flat(logits))
             metrics["val/agreement"] = agree / total
         return metrics
 
@@ -159,13 +163,15 @@ MAX_CLASSES_PER_CLASS = 200  # and the per-class table above this many
 
 def positions(data: TensorData) -> Callable[[Tensor], Tensor]:
     """How rows are compared: (N, K) logits as they are; (N, T, V) sequence logits (and (N, T) labels) flattened
-    to one row per position, keeping only positions where `attention_mask` is 1 when the data has one."""
-    mask = data.tensors.get("attention_mask")
+    to one row per position, keeping only the positions that count: the data's `mask` (the masked-LM or tagged
+    positions, the tokens with a next-token label) when it has one, else its `attention_mask` (real tokens)."""
+    masks = [data.tensors.get(key) for key in ("mask", "attention_mask")]
 
     def flat(tensor: Tensor) -> Tensor:
         if tensor.dim() == 3 or (tensor.dim() == 2 and not tensor.is_floating_point()):
-            if mask is not None and mask.shape == tensor.shape[:2]:
-                return tensor[mask.bool()]
+            for mask in masks:
+                if mask is not None and mask.shape == tensor.shape[:2]:
+                    return tensor[mask.bool()]
             return tensor.flatten(0, 1)
         return tensor
 

@@ -23,7 +23,14 @@ from kdforge import io
 from kdforge.build import build_loss, make_accelerator, preflight, process_state, seed_everything
 from kdforge.data import DataBundle, load_data
 from kdforge.errors import KDForgeError, RecipeError
-from kdforge.evaluate import accuracy_summary, agreement_summary, is_label_free, predict_logits, validator
+from kdforge.evaluate import (
+    accuracy_summary,
+    agreement_summary,
+    is_label_free,
+    positions,
+    predict_logits,
+    validator,
+)
 from kdforge.losses.base import WeightedSum
 from kdforge.losses.ce import CELoss
 from kdforge.models import (
@@ -542,7 +549,9 @@ def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBu
     if labels is None:
         return _embedding_test_result(model, folder, inputs, data, teacher_test, seconds)
     logits = predict_logits(model, data.test, inputs)
-    metrics = {**accuracy_summary(labels, logits, confidence), **agreement_summary(teacher_test, logits, confidence),
+    flat = positions(data.test)  # token tasks: accuracy and agreement count the same positions
+    metrics = {**accuracy_summary(labels, logits, confidence),
+               **agreement_summary(flat(teacher_test), flat(logits), confidence),
                "params": count_params(model), "wall_seconds": seconds}
     summary_file = folder / "train_summary.json"
     if summary_file.is_file():
@@ -554,7 +563,7 @@ def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBu
         load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
         last_logits = predict_logits(last, data.test, inputs)
         metrics["accuracy_last"] = accuracy_summary(labels, last_logits, confidence)["accuracy"]
-        metrics["agreement_last"] = agreement_summary(teacher_test, last_logits, confidence)["agreement"]
+        metrics["agreement_last"] = agreement_summary(flat(teacher_test), flat(last_logits), confidence)["agreement"]
     io.write_json(folder / "test_metrics.json", metrics)
     return ModelResult(model, folder, metrics)
 

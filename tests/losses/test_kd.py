@@ -66,3 +66,15 @@ def test_rejects_mismatched_classes():
     expected = r"kd: student and teacher logits: shapes differ, \(2, 3\) vs \(2, 4\)"
     with pytest.raises(ShapeMismatchError, match=expected):
         KDLoss()(Outputs(logits=torch.randn(2, 3)), Outputs(logits=torch.randn(2, 4)), Targets())
+
+
+def test_agreement_counts_the_positions_accuracy_counts():
+    """Token tasks: `positions` keeps the data's `mask` (the scored positions), then the attention mask."""
+    from kdforge.data.tensors import TensorData
+    from kdforge.evaluate import positions
+
+    logits = torch.zeros(1, 3, 2)
+    logits[0, :, 1] = torch.tensor([1.0, -1.0, 1.0])  # argmax per position: 1, 0, 1
+    both = TensorData({"attention_mask": torch.tensor([[1, 1, 0]]), "mask": torch.tensor([[False, True, False]])})
+    assert positions(both)(logits).argmax(-1).tolist() == [0]
+    assert positions(TensorData({"attention_mask": torch.tensor([[1, 1, 0]])}))(logits).argmax(-1).tolist() == [1, 0]

@@ -84,3 +84,30 @@ def test_trains_a_narrower_tiny_bert_student_with_a_uniform_layer_map():
     assert loss.hidden_pairs == [("se", "te"), ("sh0", "th1"), ("sh1", "th3")]
     values = distil(teacher, student, loss, s_taps, t_taps, steps=30, batch=text_batch())
     assert values[-1] < 0.5 * values[0]
+
+
+def test_preflight_refuses_heads_that_are_not_the_models_head_count():
+    from tests.encoders_kit import INPUTS
+
+    from kdforge.build import preflight
+    from kdforge.data.tensors import TensorData
+    from kdforge.errors import RecipeError
+    from kdforge.losses import WeightedSum
+    from kdforge.train.module import DistillModule, OnlineTeacher
+
+    teacher, student = tiny_mlm(layers=2, heads=2), tiny_mlm(layers=1, heads=2, seed=1)
+    taps = {"q": "bert.encoder.layer.0.attention.self.query", "k": "bert.encoder.layer.0.attention.self.key"}
+    data = TensorData(text_batch())
+    for heads, fits in ((2, True), (4, False)):
+        loss = TinyBERTLoss(attention_pairs=[("q", "k", "q", "k")], heads=heads)
+        module = DistillModule(student, WeightedSum({"tinybert": loss}, {"tinybert": 1.0}), INPUTS, taps)
+        source = OnlineTeacher(teacher, INPUTS, taps)
+        try:
+            if fits:
+                preflight(module, source, data, ({"q", "k"}, {"q", "k"}))
+            else:
+                with pytest.raises(RecipeError, match=r"recipe.losses \(tinybert\): heads is 4 but the student has 2"):
+                    preflight(module, source, data, ({"q", "k"}, {"q", "k"}))
+        finally:
+            source.capture.remove()
+            module.capture.remove()

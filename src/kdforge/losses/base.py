@@ -63,6 +63,10 @@ class DistillLoss(nn.Module):
         if stage is not None:
             raise ValueError(f"{type(self).__name__} has no layer pairs to train one stage at a time.")
 
+    def check_models(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Checks that need the models, not their tensors (an attention head count); preflight runs them before
+        training. Raise ValueError with the fix; the default checks nothing."""
+
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         raise NotImplementedError
 

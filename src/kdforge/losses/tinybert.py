@@ -153,6 +153,18 @@ class TinyBERTLoss(DistillLoss):
             raise ValueError(f"TinyBERTLoss: stage {stage} is out of range for {len(stages)} stages.")
         self.active = stages[stage]
 
+    def check_models(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Attention scores are compared head by head, so `heads` must be each model's attention head count (the
+        tensors alone cannot tell: any divisor of the width splits them)."""
+        if not self.attention_pairs:
+            return
+        for side, model in (("student", student), ("teacher", teacher)):
+            count = getattr(getattr(model, "config", None), "num_attention_heads", None)
+            if isinstance(count, int) and count != self.heads:
+                raise ValueError(f"heads is {self.heads} but the {side} has {count} attention heads; TinyBERT "
+                                 f"compares attention maps head by head: set heads: {count}, and give both models "
+                                 "the same head count.")
+
     def _scores(self, outputs: Outputs, q: str, k: str, side: str, mask: Tensor | None) -> Tensor:
         scores = head_scores(as_tokens(feature(outputs, q, side, "tinybert")),
                              as_tokens(feature(outputs, k, side, "tinybert")), self.heads,
