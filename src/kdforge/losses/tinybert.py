@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdforge.layer_maps import expand_pairs, layer_map
 from kdforge.losses.base import DistillLoss, Outputs, Targets
