@@ -552,15 +552,9 @@ def _test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBu
     flat = positions(data.test)  # token tasks: accuracy and agreement count the same positions
     metrics = {**accuracy_summary(labels, logits, confidence),
                **agreement_summary(flat(teacher_test), flat(logits), confidence),
-               "params": count_params(model), "wall_seconds": seconds}
-    summary_file = folder / "train_summary.json"
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        metrics.update(steps=summary["steps"], best_step=summary["best_step"], train_seconds=summary["seconds"])
-    last_file = folder / "last.safetensors"
-    if last_file.is_file():  # `select: best` kept an earlier step: report the last step's figures beside it
-        last = copy.deepcopy(model)
-        load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
+               "params": count_params(model), "wall_seconds": seconds, **_train_summary(folder)}
+    last = _last_step_model(model, folder)
+    if last is not None:  # `select: best` kept an earlier step: report the last step's figures beside it
         last_logits = predict_logits(last, data.test, inputs)
         metrics["accuracy_last"] = accuracy_summary(labels, last_logits, confidence)["accuracy"]
         metrics["agreement_last"] = agreement_summary(flat(teacher_test), flat(last_logits), confidence)["agreement"]
@@ -573,16 +567,23 @@ def _embedding_test_result(model: nn.Module, folder: Path, inputs: list[str], da
     from kdforge.metrics.embedding import embedding_fidelity
 
     metrics = {**embedding_fidelity(teacher_test, predict_logits(model, data.test, inputs)),
-               "params": count_params(model), "wall_seconds": seconds}
-    metrics.update(_train_summary(folder))
-    last_file = folder / "last.safetensors"
-    if last_file.is_file():  # `select: best` kept an earlier step: report the last step's figures beside it
-        last = copy.deepcopy(model)
-        load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
+               "params": count_params(model), "wall_seconds": seconds, **_train_summary(folder)}
+    last = _last_step_model(model, folder)
+    if last is not None:  # `select: best` kept an earlier step: report the last step's figures beside it
         last_fidelity = embedding_fidelity(teacher_test, predict_logits(last, data.test, inputs))
         metrics.update(cosine_last=last_fidelity["cosine"], spearman_last=last_fidelity["spearman"])
     io.write_json(folder / "test_metrics.json", metrics)
     return ModelResult(model, folder, metrics)
+
+
+def _last_step_model(model: nn.Module, folder: Path) -> nn.Module | None:
+    """A copy of `model` with the last step's weights, when `select: best` saved them beside the best ones."""
+    last_file = folder / "last.safetensors"
+    if not last_file.is_file():
+        return None
+    last = copy.deepcopy(model)
+    load_state_into(last, io.load_weights_file(last_file, str(last_file)), str(last_file))
+    return last
 
 
 def _train_summary(folder: Path) -> dict[str, Any]:
