@@ -445,6 +445,18 @@ def _pretrain_metrics(model: nn.Module, inputs: list[str], data: DataBundle, fol
     return metrics
 
 
+def save_tokenizer(data: DataBundle, out: Path) -> None:
+    """`<run>/tokenizer.json`: the tokenizer a text source made the ids with (an in-process WordPiece included),
+    so the saved student can read new text exactly as it was trained."""
+    text = data.tokenizer.to_json() if data.tokenizer is not None else None
+    if text is None:
+        if data.tokenizer is not None:
+            logger.info("the tokenizer is a slow (Python) tokenizer; tokenizer.json is not written")
+        return
+    if io.is_writer():
+        io.write_text(out / "tokenizer.json", text)
+
+
 def _load_or(folder: Path, resume: bool, train) -> nn.Module:
     if resume and (folder / "model.json").is_file():
         return load_saved_model(folder, str(folder))[0]
@@ -460,6 +472,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
     io.write_json(out / "environment.json", environment())
     started = time.perf_counter()
     data = load_data(recipe.data, recipe._base_dir)
+    save_tokenizer(data, out)
     label_free = is_label_free(data.test)
     if label_free:
         check_label_free(recipe, data)

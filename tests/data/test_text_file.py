@@ -81,8 +81,8 @@ def test_readme_bert_recipe_on_a_teacher_saved_to_disk(tmp_path):
     from kdforge.recipe import load_recipe
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", *WORDS]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    tokenizer = transformers.BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    assert tokenizer("the mail")["input_ids"] == [2, 6, 10, 3]  # real words, not [UNK]
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=4,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=32,
@@ -114,3 +114,8 @@ def test_readme_bert_recipe_on_a_teacher_saved_to_disk(tmp_path):
     assert 0.0 <= result.report["student"]["agreement"] <= 1.0
     saved = json.loads((student.folder / "model.json").read_text())
     assert saved["model"].startswith("hf_config:")  # rebuilds without the teacher folder
+    # the run keeps the tokenizer its ids came from: new text encodes exactly as the training rows did
+    from tokenizers import Tokenizer
+
+    saved_tokenizer = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))
+    assert saved_tokenizer.encode("the mail header").ids == tokenizer("the mail header")["input_ids"]

@@ -181,9 +181,9 @@ def test_unlabelled_sentences_have_no_labels():
 def test_hf_tokenizer_from_a_local_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     words = ["the", "a", "of", "to", "is", "return", "and", "in", "for", "this", "##s", "file", "name"]
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words]) + "\n")
-    reference = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words]
+    reference = transformers.BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    assert reference("the file")["input_ids"] == [2, 7, 18, 3]  # real words, not [UNK]
     reference.save_pretrained(tmp_path / "tok")
     spec = DataSpec(source="text:stdlib_sentences", args={"tokenizer": "hf:tok", "limit": 50, "seq_len": 24})
     bundle = text_source(spec, base_dir=tmp_path)  # the folder is found relative to the recipe's folder

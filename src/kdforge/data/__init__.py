@@ -35,6 +35,7 @@ class DataBundle:
     scratch_train: TensorData
     val: TensorData | None
     test: TensorData
+    tokenizer: Any = None  # text sources: the TextTokenizer that made the ids (saved with the run)
 
 
 def _as_arrays(obj: Any, where: str) -> tuple[np.ndarray, np.ndarray]:

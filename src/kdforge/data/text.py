@@ -122,6 +122,19 @@ class TextTokenizer:
         if self.pad_id is None:
             raise RecipeError(f"{where}: the tokenizer has no padding token; give it one ([PAD]).")
 
+    def to_json(self) -> str | None:
+        """The tokenizer as `tokenizer.json` text (what `tokenizers.Tokenizer.from_file` and
+        `transformers.PreTrainedTokenizerFast(tokenizer_file=...)` load); None for a slow (Python) tokenizer."""
+        from tokenizers import Tokenizer
+
+        fast = self.backend if self._raw else getattr(self.backend, "backend_tokenizer", None)
+        if fast is None:
+            return None
+        clean = Tokenizer.from_str(fast.to_str())  # without the padding and truncation of the last encode
+        clean.no_padding()
+        clean.no_truncation()
+        return clean.to_str()
+
     @property
     def mask_id(self) -> int:
         return self.token_id(self.require_mask())

@@ -128,7 +128,7 @@ def text_source(spec, base_dir=None) -> DataBundle:
     test_size, val_size and split_seed; `base_dir`, the recipe's folder, for a local `hf:` tokenizer).
     Sources with a `student_labels` parameter (labelled ones, like stdlib_topics) honour `data.student_labels`
     and `data.transfer_set`; the others reject `student_labels`."""
-    from kdforge.data.text import accepts_student_labels, check_source_args
+    from kdforge.data.text import TextTokenizer, accepts_student_labels, check_source_args
     from kdforge.errors import RecipeError
     from kdforge.validation import unknown_name
 
@@ -146,7 +146,8 @@ def text_source(spec, base_dir=None) -> DataBundle:
     if "base_dir" in inspect.signature(source).parameters:
         kwargs["base_dir"] = base_dir
     try:
-        bundle, _ = source(**kwargs)
+        bundle, tokenizer = source(**kwargs)
     except TypeError as exc:
         raise RecipeError(f"recipe.data.args: text:{name} does not accept these arguments ({exc}).") from exc
+    bundle.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer(tokenizer)
     return bundle
