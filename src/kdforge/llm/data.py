@@ -149,5 +149,6 @@ def text_source(spec, base_dir=None) -> DataBundle:
         bundle, tokenizer = source(**kwargs)
     except TypeError as exc:
         raise RecipeError(f"recipe.data.args: text:{name} does not accept these arguments ({exc}).") from exc
-    bundle.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer(tokenizer)
+    if tokenizer is not None:  # saved with the run (tokenizer.json)
+        bundle.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer(tokenizer)
     return bundle
