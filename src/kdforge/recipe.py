@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from kdforge.errors import RecipeError
 from kdforge.registry import LOSSES
 from kdforge.validation import did_you_mean
+
+Document = TypeVar("Document", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -329,9 +331,9 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names valid at a (parent) location, for did-you-mean on unknown keys."""
-    model: Any = Recipe
+def _fields_at(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    """Field names valid at a (parent) location of a `root` document, for did-you-mean on unknown keys."""
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -356,14 +358,14 @@ def _yaml_trap_hint(value: Any) -> str:
     return ""
 
 
-def recipe_error_from(exc: ValidationError) -> RecipeError:
-    """One line per problem, each naming the field and the fix."""
+def recipe_error_from(exc: ValidationError, root: type[BaseModel] | None = None) -> RecipeError:
+    """One line per problem, each naming the field and the fix (`root`: the document type, default Recipe)."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         where = _format_location(loc)
         if err["type"] == "extra_forbidden":
-            valid = _fields_at(loc[:-1])
+            valid = _fields_at(loc[:-1], root or Recipe)
             key = str(loc[-1])
             lines.append(f"{where}: unknown key {key!r}.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}.")
         else:
@@ -415,15 +417,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> None:
             raise RecipeError(f"--set {text!r}: no such place in the recipe ({exc}).") from exc
 
 
-def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
+def validate_document(root: type[Document], data: Any, overrides: list[str] | None = None) -> Document:
+    """A parsed YAML document (a dict) validated as `root` (Recipe, TreeRecipe), `key.path=value` overrides
+    applied first; every problem becomes a RecipeError line naming the field."""
     if not isinstance(data, dict):
         raise RecipeError(f"recipe: the top level must be a mapping of keys; got {type(data).__name__}.")
     apply_overrides(data, overrides)
     try:
-        recipe = Recipe.model_validate(data)
+        return root.model_validate(data)
     except ValidationError as exc:
-        raise recipe_error_from(exc) from None
+        raise recipe_error_from(exc, root) from None
+
+
+def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
+    recipe = validate_document(Recipe, data, overrides)
     if base_dir is not None:
         recipe._base_dir = str(Path(base_dir).resolve())
     return recipe.check()

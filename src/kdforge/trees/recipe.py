@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
@@ -97,38 +97,6 @@ class TreeRecipe(_Strict):
 _RESERVED = {"teacher", "sampler", "representation", "layers", "random_state", "confidence"}
 
 
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = TreeRecipe
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return list(getattr(model, "model_fields", {}))
-
-
-def _error(exc: ValidationError) -> RecipeError:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = "recipe" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-        if err["type"] == "extra_forbidden":
-            valid = _valid_keys(loc[:-1])
-            key = str(loc[-1])
-            lines.append(f"{where}: unknown key {key!r}.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}.")
-        else:
-            hint = ""
-            if isinstance(err.get("input"), str):
-                try:
-                    float(err["input"])
-                    hint = " (YAML 1.1 reads numbers like 5e-4 as strings: write 5.0e-4.)"
-                except ValueError:
-                    pass
-            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}; got {err.get('input')!r}.{hint}")
-    return RecipeError("\n".join(lines))
-
-
 def estimator_class(method: str):
     import kdforge.trees as trees
 
@@ -146,16 +114,9 @@ def check_distiller_params(method: str, params: dict[str, Any], where: str) -> N
 
 def load_tree_recipe(path: str | Path, overrides: list[str] | None = None) -> TreeRecipe:
     """Read and validate a tree recipe (unknown keys and estimator parameters are errors with did-you-mean)."""
-    from kdforge.recipe import apply_overrides, read_yaml
+    from kdforge.recipe import read_yaml, validate_document
 
-    data = read_yaml(path, examples="recipes/tree/")
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe {str(path)!r}: the top level must be a mapping of keys.")
-    apply_overrides(data, overrides)
-    try:
-        recipe = TreeRecipe.model_validate(data)
-    except ValidationError as exc:
-        raise _error(exc) from None
+    recipe = validate_document(TreeRecipe, read_yaml(path, examples="recipes/tree/"), overrides)
     teacher = recipe.teacher
     if (teacher.model is None) == (teacher.path is None):
         raise RecipeError("recipe.teacher: give exactly one of 'model' (a factory, with 'train' or 'checkpoint') "
