@@ -14,7 +14,6 @@ Both also write `export.json`: where the model came from, its inputs and outputs
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +52,6 @@ class _Positional(nn.Module):
         return logits_of(call_model(self.model, dict(zip(self.inputs, tensors, strict=True)), self.inputs))
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise KDForgeError(f"export folder {str(out_dir)!r} is not empty. Pass --overwrite to replace it, "
-                               "or choose another --out.")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
 @torch.no_grad()
 def _torch_logits(model: nn.Module, batch: dict[str, Tensor], inputs: list[str]) -> Tensor:
     return logits_of(call_model(model, batch, inputs)).float()
@@ -91,7 +81,7 @@ def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tens
     reference = _torch_logits(model, example, inputs)
     if fmt == "onnx":
         ort = _onnx_modules()
-    _prepare_out(out, overwrite)
+    io.empty_dir(out, overwrite, "export folder")
     info: dict[str, Any] = {"format": fmt, "source": source or {}, "model": meta["model"], "args": meta["args"],
                             "inputs": {k: {"dtype": str(example[k].dtype).removeprefix("torch."),
                                            "shape": ["batch", *example[k].shape[1:]]} for k in inputs},

@@ -98,6 +98,20 @@ def remove_stale_temps(folder: str | Path, recursive: bool = False) -> list[Path
     return removed
 
 
+def empty_dir(folder: Path, overwrite: bool, what: str = "output dir") -> None:
+    """Create `folder` for a command's outputs; a non-empty one is replaced only with --overwrite, so earlier
+    results are never mixed with new ones or lost by accident."""
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise KDForgeError(f"{what} {str(folder)!r} exists and is not empty. Pass --overwrite to replace it, "
+                               "or choose another --out.")
+        shutil.rmtree(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, folder) from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -18,7 +18,6 @@ bound) and on the held-out real test inputs.
 from __future__ import annotations
 
 import inspect
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -192,20 +191,6 @@ class _Standardized:
         return module_activations(self.model, self.layers, Xs, "recipe.teacher")
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise KDForgeError(f"output dir {str(out)!r} exists and is not empty. Pass --overwrite to replace it, "
-                               "or choose another --out.")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KDForgeError(
-            f"output dir {str(out)!r} is not writable ({exc.strerror}). Choose another --out."
-        ) from None
-
-
 def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwrite: bool = False,
                     overrides: list[str] | None = None) -> dict[str, Any]:
     """Everything `kdforge tree RECIPE` does. Writes into out_dir: teacher/, <method>/tree.{txt,json,png},
@@ -217,7 +202,7 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
 
     recipe = load_tree_recipe(path, overrides)
     out = Path(out_dir or recipe.output_dir or f"runs/{recipe.name}")
-    prepare_out_dir(out, overwrite)
+    io.empty_dir(out, overwrite)
     io.write_text(out / "recipe.resolved.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     x, y, names = _load_arrays(recipe.data, recipe._base_dir)  # type: ignore[attr-defined]
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=recipe.data.test_size,
