@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdforge.data import DataBundle, _split, student_and_scratch_train
+from kdforge.data import DataBundle, _split, corpus, student_and_scratch_train
 from kdforge.data.augment import AugmentSpec, augment_sentences
 from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
 from kdforge.data.tensors import TensorData
@@ -201,6 +201,12 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
     return TextTokenizer(factory() if callable(factory) else factory, where)
 
 
+def _sample(items: list, limit: int | None, seed: int) -> list:
+    """`items` shuffled with `seed`, the first `limit` when given (as `corpus.stdlib_sentences` samples)."""
+    random.Random(seed).shuffle(items)
+    return items[:limit] if limit is not None else items
+
+
 def _permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """(train, val, test) row ids from a seeded permutation, each sorted."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -342,9 +348,7 @@ def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq
                 base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) for token classification with `name_tags` (2 classes). Only the first word piece of
     each word is labelled; later pieces, [CLS], [SEP] and padding get -100, and `mask` marks labelled positions."""
-    records = stdlib_documented_sentences()
-    random.Random(seed).shuffle(records)
-    records = records[:limit] if limit is not None else records
+    records = _sample(stdlib_documented_sentences(), limit, seed)
     train, val, test = _permutation_split(len(records), test_size, val_size, seed)
     words = [r.text.split() for r in records]
     tok = load_tokenizer(tokenizer, [records[i].text for i in train.tolist()], vocab_size, base_dir)
@@ -375,9 +379,7 @@ def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_
 
     if not isinstance(dupe_factor, int) or dupe_factor < 1:
         raise RecipeError(f"recipe.data.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
-    sentences = outside_topics() if exclude_topics else [r.text for r in stdlib_documented_sentences()]
-    random.Random(seed).shuffle(sentences)
-    sentences = sentences[:limit] if limit is not None else sentences
+    sentences = _sample(outside_topics(), limit, seed) if exclude_topics else corpus.stdlib_sentences(limit, seed)
     n = len(sentences)
     train, val, test = _permutation_split(n, test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
@@ -409,9 +411,7 @@ def stdlib_sentences(tokenizer: str = "wordpiece", vocab_size: int | None = None
                      base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of unlabelled sentences (no `labels` key) for sentence-embedding distillation,
     where the teacher's embeddings are the only targets. `num_classes` in the DataInfo is 0 (there are none)."""
-    sentences = [r.text for r in stdlib_documented_sentences()]
-    random.Random(seed).shuffle(sentences)
-    sentences = sentences[:limit] if limit is not None else sentences
+    sentences = corpus.stdlib_sentences(limit, seed)
     train, val, test = _permutation_split(len(sentences), test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
     ids, attention, _ = tok.encode(sentences, seq_len)
