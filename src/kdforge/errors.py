@@ -23,3 +23,9 @@ class ShapeMismatchError(KDForgeError, ValueError):
 
 class TrainingError(KDForgeError, RuntimeError):
     """Training cannot continue: a non-finite loss, a missing checkpoint to resume from."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for a report or log that records a failure and goes on."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}"

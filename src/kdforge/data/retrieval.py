@@ -31,7 +31,7 @@ from torch import Tensor
 from kdforge.data import DataBundle
 from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
 from kdforge.data.tensors import TensorData
-from kdforge.data.text import TextTokenizer, _bundle, _permutation_split, load_tokenizer
+from kdforge.data.text import TextTokenizer, load_tokenizer, permutation_split, shared_rows_bundle
 from kdforge.errors import RecipeError
 from kdforge.models import DataInfo
 
@@ -96,7 +96,7 @@ def stdlib_retrieval(tokenizer: str = "wordpiece", vocab_size: int | None = None
     triples = ranking_triples(stdlib_documented_sentences(), negatives, limit, seed)
     if len(triples) < 10:
         raise RecipeError(f"recipe.data.args.limit: {len(triples)} queries are too few to split; raise it.")
-    train, val, test = _permutation_split(len(triples), test_size, val_size, seed)
+    train, val, test = permutation_split(len(triples), test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [text for i in train.tolist() for text in (triples[i][0], *triples[i][1])],
                          vocab_size, base_dir)
     q_ids, q_mask, _ = tok.encode([query for query, _ in triples], query_len)
@@ -107,7 +107,7 @@ def stdlib_retrieval(tokenizer: str = "wordpiece", vocab_size: int | None = None
     data = TensorData({"query_input_ids": q_ids, "query_attention_mask": q_mask, "doc_input_ids": d_ids,
                        "doc_attention_mask": d_mask, "pair_input_ids": p_ids, "pair_attention_mask": p_mask,
                        "pair_token_type_ids": p_types, "labels": torch.zeros(len(triples), dtype=torch.long)})
-    return _bundle(DataInfo((query_len + doc_len - 1,), n_docs), data, train, val, test), tok
+    return shared_rows_bundle(DataInfo((query_len + doc_len - 1,), n_docs), data, train, val, test), tok
 
 
 __all__ = ["join_pairs", "ranking_triples", "stdlib_retrieval"]

@@ -207,7 +207,7 @@ def _sample(items: list, limit: int | None, seed: int) -> list:
     return items[:limit] if limit is not None else items
 
 
-def _permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """(train, val, test) row ids from a seeded permutation, each sorted."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test, n_val = int(round(n * test_size)), int(round(n * val_size))
@@ -219,7 +219,7 @@ def _cat(parts: Sequence[TensorData], name: str) -> TensorData:
     return TensorData({key: torch.cat([p.tensors[key] for p in parts]) for key in parts[0].tensors}, name=name)
 
 
-def _bundle(info: DataInfo, data: TensorData, train: Tensor, val: Tensor, test: Tensor) -> DataBundle:
+def shared_rows_bundle(info: DataInfo, data: TensorData, train: Tensor, val: Tensor, test: Tensor) -> DataBundle:
     """A bundle whose teacher, student and scratch models all train on the same rows."""
     train_data = data.subset(train, name="train")
     return DataBundle(info=info, teacher_train=train_data, student_train=train_data, scratch_train=train_data,
@@ -289,7 +289,7 @@ def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classe
     ids, attention, _ = tok.encode(texts, seq_len)
     targets = torch.from_numpy(np.where(labels >= 0, labels, IGNORE_INDEX).astype(np.int64))
     data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": targets})
-    bundle = _bundle(DataInfo((seq_len,), num_classes), data, train, val, test)
+    bundle = shared_rows_bundle(DataInfo((seq_len,), num_classes), data, train, val, test)
 
     spec = DataSpec(source=source, student_labels=student_labels, transfer_set=transfer_set, split_seed=seed)
     student_train, scratch_train = student_and_scratch_train(bundle.teacher_train, spec)
@@ -349,7 +349,7 @@ def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq
     """(DataBundle, tokenizer) for token classification with `name_tags` (2 classes). Only the first word piece of
     each word is labelled; later pieces, [CLS], [SEP] and padding get -100, and `mask` marks labelled positions."""
     records = _sample(stdlib_documented_sentences(), limit, seed)
-    train, val, test = _permutation_split(len(records), test_size, val_size, seed)
+    train, val, test = permutation_split(len(records), test_size, val_size, seed)
     words = [r.text.split() for r in records]
     tok = load_tokenizer(tokenizer, [records[i].text for i in train.tolist()], vocab_size, base_dir)
     ids, attention, word_ids = tok.encode(words, seq_len, words=True)
@@ -363,7 +363,7 @@ def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq
             previous = word
     data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": labels,
                        "mask": labels != IGNORE_INDEX})
-    return _bundle(DataInfo((seq_len,), 2), data, train, val, test), tok
+    return shared_rows_bundle(DataInfo((seq_len,), 2), data, train, val, test), tok
 
 
 def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
@@ -381,7 +381,7 @@ def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_
         raise RecipeError(f"recipe.data.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
     sentences = _sample(outside_topics(), limit, seed) if exclude_topics else corpus.stdlib_sentences(limit, seed)
     n = len(sentences)
-    train, val, test = _permutation_split(n, test_size, val_size, seed)
+    train, val, test = permutation_split(n, test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
     ids, attention, _ = tok.encode(sentences, seq_len)
     clean = {"input_ids": ids, "attention_mask": attention, "index": torch.arange(n)}
@@ -412,11 +412,11 @@ def stdlib_sentences(tokenizer: str = "wordpiece", vocab_size: int | None = None
     """(DataBundle, tokenizer) of unlabelled sentences (no `labels` key) for sentence-embedding distillation,
     where the teacher's embeddings are the only targets. `num_classes` in the DataInfo is 0 (there are none)."""
     sentences = corpus.stdlib_sentences(limit, seed)
-    train, val, test = _permutation_split(len(sentences), test_size, val_size, seed)
+    train, val, test = permutation_split(len(sentences), test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
     ids, attention, _ = tok.encode(sentences, seq_len)
     data = TensorData({"input_ids": ids, "attention_mask": attention, "mask": attention.bool()})
-    return _bundle(DataInfo((seq_len,), 0), data, train, val, test), tok
+    return shared_rows_bundle(DataInfo((seq_len,), 0), data, train, val, test), tok
 
 
 # Arguments text_source fills in from the recipe's data section; a recipe's `data.args` cannot set them.
@@ -441,5 +441,6 @@ def accepts_student_labels(source: Callable[..., Any]) -> bool:
 
 
 __all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
-           "load_tokenizer", "name_tags", "outside_topics", "sentence_classification", "stdlib_mlm",
-           "stdlib_sentences", "stdlib_tags", "stdlib_topics", "text_file", "topic_records", "train_wordpiece"]
+           "load_tokenizer", "name_tags", "outside_topics", "permutation_split", "sentence_classification",
+           "shared_rows_bundle", "stdlib_mlm", "stdlib_sentences", "stdlib_tags", "stdlib_topics", "text_file",
+           "topic_records", "train_wordpiece"]

@@ -68,15 +68,11 @@ def lm_rows(ids: Tensor, lengths: Tensor, prompt_lengths: Tensor | None = None) 
 
 def split_rows(data: TensorData, test_size: float, val_size: float, seed: int) -> DataBundle:
     """A DataBundle (teacher, student and scratch train are the same rows) from a seeded row permutation."""
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    n_test, n_val = int(round(len(data) * test_size)), int(round(len(data) * val_size))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    from kdforge.data.text import permutation_split, shared_rows_bundle
+
     vocab = int(data.tensors["input_ids"].max()) + 1
-    train_data = data.subset(train.sort().values, name="train")
-    return DataBundle(info=DataInfo((data.tensors["input_ids"].shape[1],), vocab), teacher_train=train_data,
-                      student_train=train_data, scratch_train=train_data,
-                      val=data.subset(val.sort().values, name="val") if n_val else None,
-                      test=data.subset(test.sort().values, name="test"))
+    return shared_rows_bundle(DataInfo((data.tensors["input_ids"].shape[1],), vocab), data,
+                              *permutation_split(len(data), test_size, val_size, seed))
 
 
 def stdlib_lm(limit: int | None = None, vocab_size: int = 512, seq_len: int = 48, test_size: float = 0.1,

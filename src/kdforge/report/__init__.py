@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdforge import io
+from kdforge.errors import one_line
 from kdforge.report.html import render_html
 from kdforge.report.markdown import render_markdown
 from kdforge.report.plots import (
@@ -115,7 +116,7 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         try:
             evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
         except Exception as exc:  # noqa: BLE001 - a finished run keeps its basic report whatever happens here
-            evaluation_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            evaluation_error = one_line(exc)
             logger.warning("the detailed fidelity evaluation failed (%s); writing the basic report", evaluation_error)
     student = summarise(students, evaluation["extras_student"] if evaluation else None)
     report: dict[str, Any] = {

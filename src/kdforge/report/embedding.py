@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdforge.errors import one_line
 from kdforge.report.content import Block, Section, _cost_section
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def build_embedding_report(out_dir: Path, recipe: Recipe, data: DataBundle, teac
         try:
             written += _evaluate(report, recipe, data, teacher_model, students[seed].model, opts, plots)
         except Exception as exc:  # noqa: BLE001 - a finished run keeps its basic report whatever happens here
-            report["evaluation_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            report["evaluation_error"] = one_line(exc)
             logger.warning("the embedding evaluation failed (%s); the basic report follows",
                            report["evaluation_error"])
     report["plots"] = [str(p.relative_to(out_dir)) for p in written]
