@@ -316,11 +316,12 @@ def save_method_state(module: DistillModule, recipe: Recipe, data: DataBundle, f
         io.write_json(folder / "method_metrics.json", measured)
 
 
-def train_scratch(recipe: Recipe, seed: int, data: DataBundle, folder: Path, resume: bool) -> nn.Module:
+def train_scratch(recipe: Recipe, seed: int, data: DataBundle, folder: Path, resume: bool,
+                  teacher: nn.Module | None = None) -> nn.Module:
     """The same student, same seed (same initial weights), same optimizer steps and batch size, trained with
     cross-entropy on the labelled samples only: the baseline a distilled student must beat."""
     cfg = recipe.train.model_copy(update={"seed": seed})
-    student, model_spec, args = build_student(recipe, seed, data, folder.parent.parent, resume)
+    student, model_spec, args = build_student(recipe, seed, data, folder.parent.parent, resume, teacher)
     total_steps = steps_for(cfg, len(data.student_train))
     plain_training(student, recipe.student.inputs, data, cfg, data.scratch_train, folder, recipe, resume,
                    f"scratch seed {seed}", total_steps)
@@ -505,7 +506,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
         if recipe.baseline:
             t0 = time.perf_counter()
             model = _load_or(seed_dir / "scratch", resume, lambda seed=seed, d=seed_dir: train_scratch(
-                recipe, seed, data, d / "scratch", resume))
+                recipe, seed, data, d / "scratch", resume, teacher))  # from_teacher copies it: no reload
             scratch[seed] = _test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
                                          seed_teacher_test, confidence, time.perf_counter() - t0)
     teacher = report_teacher
