@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from kdforge.build import build_loss  # noqa: E402
+from kdforge.app.build import build_loss  # noqa: E402
 from kdforge.cache.topk import TopK, compress_topk  # noqa: E402
 from kdforge.data.tensors import iterate_batches, sequential_batches  # noqa: E402
 from kdforge.llm.data import stdlib_lm, tiny_causal_lm  # noqa: E402

@@ -25,8 +25,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from kdforge.app.run import run_recipe  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
-from kdforge.pipeline import run_recipe  # noqa: E402
 from kdforge.recipe import DataSpec, recipe_from_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -201,7 +201,7 @@ def write_results(rows: dict[str, dict[str, dict]], seeds: list[int]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kdforge.pipeline import environment
+    from kdforge.app.rundir import environment
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = environment()

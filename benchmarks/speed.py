@@ -201,7 +201,7 @@ def demo_accuracy(work: Path) -> dict:
     """The demo recipe (3 seeds, 30 epochs) with the teacher online, then from the cache of the same teacher."""
     from importlib import resources
 
-    from kdforge.pipeline import run_recipe
+    from kdforge.app.run import run_recipe
     from kdforge.recipe import load_recipe, recipe_from_dict
 
     with resources.as_file(resources.files("kdforge") / "recipes" / "demo_digits.yaml") as path:

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from kdforge import io
-from kdforge.pipeline import run_recipe
+from kdforge.app.run import run_recipe
 from kdforge.recipe import load_recipe
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import kdforge
-from kdforge.pipeline import run_recipe
+from kdforge.app.run import run_recipe
 from kdforge.recipe import recipe_from_dict
 
 DEMO = resources.files("kdforge") / "recipes" / "demo_digits.yaml"
@@ -49,7 +49,7 @@ def test_saved_student_reloads_to_the_same_predictions(tmp_path, tiny_recipe_dic
 def test_resume_skips_finished_stages_and_finishes_interrupted_ones(tmp_path, tiny_recipe_dict, monkeypatch):
     reference = run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "a")
 
-    import kdforge.pipeline as pipeline
+    import kdforge.app.run as pipeline
 
     original = pipeline.train_scratch
 

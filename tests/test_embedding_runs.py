@@ -9,9 +9,9 @@ import torch
 
 pytest.importorskip("transformers")
 
+from kdforge.app.run import run_recipe  # noqa: E402
 from kdforge.errors import KDForgeError, RecipeError  # noqa: E402
 from kdforge.evaluate import predict_logits, validator  # noqa: E402
-from kdforge.pipeline import run_recipe  # noqa: E402
 from kdforge.recipe import load_recipe  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embed_mse" / "stdlib_tinybert_smoke.yaml"

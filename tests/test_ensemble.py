@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from kdforge.app.run import run_recipe
 from kdforge.errors import RecipeError
 from kdforge.models.ensemble import EnsembleTeacher
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import recipe_from_dict
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kdforge.app.run import run_recipe
 from kdforge.cli import main
 from kdforge.errors import KDForgeError
 from kdforge.export import export_model, export_student
 from kdforge.models import build_model, load_saved_model, save_model
 from kdforge.models.builtin import ConvNet
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import recipe_from_dict
 
 RECIPE = {

@@ -17,9 +17,9 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from kdforge import io
+from kdforge.app.run import run_recipe
 from kdforge.errors import KDForgeError, RecipeError, TrainingError
 from kdforge.losses.kd import KDLoss
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import TrainConfig, load_recipe
 from kdforge.train import checkpoint as ckpt
 from kdforge.train.loop import fit

@@ -5,7 +5,8 @@ import pytest
 import torch
 import yaml
 
-from kdforge.build import build_loss, preflight
+from kdforge.app.build import build_loss
+from kdforge.app.preflight import preflight
 from kdforge.cli import main
 from kdforge.data.tensors import TensorData
 from kdforge.errors import ShapeMismatchError

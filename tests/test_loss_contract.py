@@ -4,7 +4,7 @@ Every loss sees the same standard tiny outputs: logits (B, K), and one feature u
 "feat", a (B, 8, 4, 4) map, for both models. A feature loss's `example=` names that tap (e.g.
 `{"pairs": [("feat", "feat")]}`), so no method needs code of its own here. A loss whose value is not zero
 when the student equals the teacher (a learned projector, a margin, a contrastive objective) says why in its
-registry meta as `nonzero_at_match="reason"`.
+registry info as `nonzero_at_match="reason"`.
 """
 
 import inspect
@@ -24,7 +24,7 @@ STANDARD_TAPS = {"feat": (8, 4, 4)}  # tap name -> shape of one sample's feature
 
 
 def build(name):
-    return LOSSES.get(name)(**LOSSES.meta(name)["example"])
+    return LOSSES.get(name)(**LOSSES.info(name).example)
 
 
 def batch(b=4, k=5, seed=0):
@@ -64,8 +64,8 @@ def test_is_a_documented_distill_loss(name):
     cls = LOSSES.get(name)
     assert issubclass(cls, DistillLoss)
     assert cls.__doc__ and "Example" in cls.__doc__
-    meta = LOSSES.meta(name)
-    assert meta.get("summary") and meta.get("paper")
+    info = LOSSES.info(name)
+    assert info.summary and info.paper
     assert inspect.getmodule(cls).__doc__, "the method's module names its paper"
 
 
@@ -96,16 +96,16 @@ def test_batch_size_one_and_determinism(name):
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if LOSSES.get(n).needs_teacher
-                                  and "nonzero_at_match" not in LOSSES.meta(n)])
+                                  and LOSSES.info(n).nonzero_at_match is None])
 def test_zero_when_student_equals_teacher(name):
     student, _, targets, _ = batch()
     loss = build(name)(student, as_teacher(student), targets)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if "nonzero_at_match" in LOSSES.meta(n)])
+@pytest.mark.parametrize("name", [n for n in NAMES if LOSSES.info(n).nonzero_at_match is not None])
 def test_opting_out_of_zero_at_match_states_a_reason(name):
-    reason = LOSSES.meta(name)["nonzero_at_match"]
+    reason = LOSSES.info(name).nonzero_at_match
     assert isinstance(reason, str) and len(reason) > 20
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdforge.build import build_loss, preflight
+from kdforge.app.build import build_loss, build_schedule
+from kdforge.app.preflight import preflight
 from kdforge.data import load_data
 from kdforge.models import build_model
 from kdforge.recipe import load_recipe
@@ -32,12 +33,15 @@ def test_recipe_passes_preflight_and_trains_a_few_steps(method, digits):
     assert method in {term.name for term in recipe.losses}
     teacher, _ = build_model(recipe.teacher.model, recipe.teacher.args, digits.info, "recipe.teacher")
     student, _ = build_model(recipe.student.model, recipe.student.args, digits.info, "recipe.student")
-    module = DistillModule(student, build_loss(recipe.losses), recipe.student.inputs, recipe.taps.student)
+    loss = build_loss(recipe.losses)
+    schedule = build_schedule(recipe.losses, loss)
+    module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student)
     online = OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher)
-    preflight(module, online, digits.student_train, (set(recipe.taps.student), set(recipe.taps.teacher)))
+    preflight(module, online, digits.student_train, (set(recipe.taps.student), set(recipe.taps.teacher)),
+              schedule=schedule)
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)
     for step in range(3):
-        module.set_step(step)
+        schedule.select(loss, step)
         batch = digits.student_train[torch.arange(step * 32, step * 32 + 32)]
         terms = standard_step(module, online, batch)
         assert torch.isfinite(terms["loss"]) and method in terms

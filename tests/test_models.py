@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from kdforge.app.teacher import obtain_teacher
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.models import DataInfo, build_model, load_saved_model, save_model
 from kdforge.models.builtin import MLP
-from kdforge.pipeline import obtain_teacher
 from kdforge.recipe import recipe_from_dict
 
 INFO = DataInfo((4,), 3)

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from kdforge.pipeline import run_recipe
+from kdforge.app.run import run_recipe
 from kdforge.recipe import recipe_from_dict
 
 

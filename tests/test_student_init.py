@@ -10,13 +10,18 @@ import shutil
 import pytest
 import torch
 
-from kdforge import pipeline
+from kdforge.app import pretrain as app_pretrain
+from kdforge.app import run as app_run
+from kdforge.app import rundir
+from kdforge.app import student as app_student
+from kdforge.app import teacher as app_teacher
+from kdforge.app.run import run_recipe
+from kdforge.data import TEXT_DATASETS
 from kdforge.data.tensors import TensorData
 from kdforge.errors import RecipeError
 from kdforge.evaluate import predict_logits
 from kdforge.export import export_student
 from kdforge.models import load_saved_model
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import recipe_from_dict
 from tests.test_cli import run_cli
 
@@ -72,10 +77,11 @@ def _masked_lm(test_size, val_size, seed, n=256):
 
 
 @pytest.fixture
-def kit(tmp_path, monkeypatch):
+def kit(tmp_path):
     (tmp_path / f"{KIT}.py").write_text(KIT_SOURCE)
-    monkeypatch.setitem(llm_data.TEXT_SOURCES, "kdf_test_cls", _classification)
-    monkeypatch.setitem(llm_data.TEXT_SOURCES, "kdf_test_mlm", _masked_lm)
+    # test-only text sources; override=True lets every test of the module register them again
+    TEXT_DATASETS.register("kdf_test_cls", override=True)(_classification)
+    TEXT_DATASETS.register("kdf_test_mlm", override=True)(_masked_lm)
     return tmp_path
 
 
@@ -101,14 +107,15 @@ def _pretrain(model="mlm", steps=40):
 def _spy_starts(monkeypatch):
     """The state dict of every student `build_student` hands to training (distilled and scratch), at that time."""
     starts = []
-    build = pipeline.build_student
+    build = app_student.build_student
 
     def spy(*args, **kwargs):
         student, spec, model_args = build(*args, **kwargs)
         starts.append({k: v.clone() for k, v in student.state_dict().items()})
         return student, spec, model_args
 
-    monkeypatch.setattr(pipeline, "build_student", spy)
+    monkeypatch.setattr(app_run, "build_student", spy)  # the distilled student
+    monkeypatch.setattr(app_student, "build_student", spy)  # the scratch twin
     return starts
 
 
@@ -174,7 +181,7 @@ def test_pretrained_student_starts_from_the_pretrained_encoder(kit, monkeypatch)
         assert not torch.equal(start["bert.pooler.dense.weight"], torch.zeros_like(start["bert.pooler.dense.weight"]))
     assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])  # scratch starts where distilled starts
     # masked-LM pre-training learned something: its loss fell, and the report says the student was pre-trained
-    log = [r["train/loss"] for r in pipeline.load_log(run / "pretrain" / "log.jsonl") if "train/loss" in r]
+    log = [r["train/loss"] for r in rundir.load_log(run / "pretrain" / "log.jsonl") if "train/loss" in r]
     assert len(log) == 60 and sum(log[-5:]) / 5 < 0.8 * sum(log[:5]) / 5
     metrics = result.report["student_init"]["pretrain"]
     assert metrics["steps"] == 60 and metrics["val_positions"] > 0 and metrics["val_loss"] < 0.9 * log[0]
@@ -190,8 +197,9 @@ def test_resume_skips_a_completed_pretraining(kit, monkeypatch):
     pretrain_bytes = (run / "pretrain" / "model.safetensors").read_bytes()
     shutil.rmtree(run / "seed-0" / "scratch")  # as if the run was killed before the baseline
     trained = []
-    plain = pipeline.plain_training
-    monkeypatch.setattr(pipeline, "plain_training", lambda *a, **k: trained.append(a[8]) or plain(*a, **k))
+    plain = app_student.plain_training
+    for stage in (app_teacher, app_student, app_pretrain):  # every stage that trains with cross-entropy
+        monkeypatch.setattr(stage, "plain_training", lambda *a, **k: trained.append(a[8]) or plain(*a, **k))
     second = run_recipe(recipe, run, resume=True)
     assert trained == ["scratch seed 0"]  # no pre-training (and no teacher, no student) again
     assert (run / "pretrain" / "model.safetensors").read_bytes() == pretrain_bytes

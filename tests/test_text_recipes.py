@@ -17,14 +17,13 @@ import torch
 
 pytest.importorskip("transformers")
 
-from kdforge import pipeline  # noqa: E402
-from kdforge.build import build_loss, preflight  # noqa: E402
-from kdforge.data import load_data  # noqa: E402
+from kdforge.app.build import build  # noqa: E402
+from kdforge.app.student import build_student  # noqa: E402
+from kdforge.data import TEXT_DATASETS, load_data  # noqa: E402
 from kdforge.errors import KDForgeError  # noqa: E402
-from kdforge.llm.data import TEXT_SOURCES  # noqa: E402
+from kdforge.evaluate import is_label_free, predict_logits  # noqa: E402
 from kdforge.models import build_model  # noqa: E402
 from kdforge.recipe import load_recipe, read_yaml  # noqa: E402
-from kdforge.train.module import DistillModule, standard_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAUSAL_LM_SOURCES = ("text:stdlib_lm",)  # tests/llm runs those recipes
@@ -47,7 +46,7 @@ RECIPES = _text_recipes()
 
 def _shrink_data(prefix: str, data: dict) -> list[str]:
     """Overrides that keep a text data section small: short rows and a `limit` where the source has one."""
-    params = inspect.signature(TEXT_SOURCES[data["source"].removeprefix("text:")]).parameters
+    params = inspect.signature(TEXT_DATASETS.get(data["source"].removeprefix("text:"))).parameters
     out = [f"{prefix}.args.{key}={SEQ_LEN}" for key in ("seq_len", "query_len", "doc_len") if key in params]
     if "limit" in params:
         out.append(f"{prefix}.args.limit={min(LIMIT, (data.get('args') or {}).get('limit') or LIMIT)}")
@@ -77,43 +76,47 @@ def datasets():
     return get
 
 
-def _steps(loss) -> list[int]:
+def _steps(schedule) -> list[int]:
     """Optimizer steps at the edges of every term's window and progressive stage (each term trains at least
     once, and every progressive stage is entered)."""
     steps = {0}
-    for name, (start, stop) in loss.windows.items():
+    for name, (start, stop) in schedule.windows.items():
         steps.add(start)
         if stop is not None:
             steps.add(stop - 1)
-        n = loss.progressive.get(name)
+        n = schedule.progressive.get(name)
         if n is not None:
-            steps.update(start + k * n for k in range(len(loss.stages[name]) + 1))
+            steps.update(start + k * n for k in range(len(schedule.stages[name]) + 1))
     return sorted(steps)
 
 
 def _run(recipe, data, tmp_path):
-    """Build teacher (untrained) and student as a run does, preflight, then a few optimizer steps."""
+    """Build teacher (untrained) and student as a run does (the one build step), preflight, then a few steps."""
     teacher, _ = build_model(recipe.teacher.model, recipe.teacher.args, data.info, "recipe.teacher",
                              recipe._base_dir)
-    student, _, _ = pipeline.build_student(recipe, 0, data, tmp_path, False, teacher)
-    loss = build_loss(recipe.losses)
-    module = DistillModule(student, loss, recipe.student.inputs, recipe.taps.student)
-    online = pipeline.make_teacher_source(recipe, teacher) if loss.needs_teacher else None
-    preflight(module, online, data.student_train, (set(recipe.taps.student), set(recipe.taps.teacher)))
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
-    seen = set()
-    for i, step in enumerate(_steps(loss)):
-        module.set_step(step)
-        batch = data.student_train[torch.arange(i * 8, i * 8 + 8) % len(data.student_train)]
-        terms = standard_step(module, online, batch)
-        assert torch.isfinite(terms["loss"]), (step, terms)
-        seen |= {name for name in loss.terms if name in terms}
-        optimizer.zero_grad()
-        terms["loss"].backward()
-        module.drop_frozen_grads()
-        optimizer.step()
+    student, _, _ = build_student(recipe, 0, data, tmp_path, False, teacher)
+    # label-free validation compares with the teacher's outputs, as in a run
+    teacher_val = None if data.val is None or not is_label_free(data.val) else predict_logits(
+        teacher, data.val, recipe.teacher.inputs)
+    with build(recipe, student=student, teacher=teacher, data=data, out_dir=tmp_path, seed=0,
+               teacher_val=teacher_val) as run:
+        run.preflight()
+        module, online, schedule, step_fn = run.job.module, run.job.teacher, run.job.schedule, run.job.step_fn
+        loss = module.loss
+        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+        seen = set()
+        for i, step in enumerate(_steps(schedule)):
+            frozen = schedule.apply(module, step)
+            batch = data.student_train[torch.arange(i * 8, i * 8 + 8) % len(data.student_train)]
+            terms = step_fn(module, online, batch)
+            assert torch.isfinite(terms["loss"]), (step, terms)
+            seen |= {name for name in loss.terms if name in terms}
+            optimizer.zero_grad()
+            terms["loss"].backward()
+            for p in frozen:
+                p.grad = None
+            optimizer.step()
     assert seen == set(loss.terms), f"terms never active: {set(loss.terms) - seen}"
-    module.capture.remove()
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT / "recipes")) for p in RECIPES])

@@ -54,7 +54,7 @@ def golden_value(name: str) -> float:
     """The loss built from its registered example, on the golden inputs. Parameters a loss initialises
     randomly (projectors, memory banks) and any sampling it does come from the seeded global generator."""
     torch.manual_seed(0)
-    loss = LOSSES.get(name)(**LOSSES.meta(name)["example"])
+    loss = LOSSES.get(name)(**LOSSES.info(name).example)
     with torch.no_grad():
         return float(loss(*golden_inputs()))
 

@@ -1,28 +1,40 @@
-"""The Python entry point for distilling modules you already hold: `kdforge.distill(teacher, student, data)`."""
+"""The Python way in: `kdforge.distill` (train one student you hold) and `kdforge.Distiller` / `kdforge.run` (the
+whole run a recipe describes: teacher training, seeds, scratch twins, report, run folder).
+
+Both go through the application's one build step (`kdforge.app.build.build`), so Python and YAML runs are checked
+and trained the same way. Models, loss modules and data may be Python objects; everything else is the recipe's
+vocabulary (`TrainConfig`, loss names and parameters, taps).
+"""
 
 from __future__ import annotations
 
+import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
+from torch import Tensor, nn
 
-from kdforge.build import build_loss, make_accelerator, preflight
-from kdforge.data import DataBundle, load_data
-from kdforge.data.tensors import TensorData
+from kdforge.app.build import build
+from kdforge.app.data import load_recipe_data
+from kdforge.app.given import Given
+from kdforge.app.run import run_recipe
+from kdforge.app.rundir import RunResult
+from kdforge.data import DataBundle
+from kdforge.data.adapters import bundle_from_splits
 from kdforge.errors import RecipeError
-from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits, validator
-from kdforge.models import DataInfo, count_params
-from kdforge.recipe import DataSpec, LossTerm, TrainConfig
-from kdforge.train.loop import TrainJob, fit, steps_for
-from kdforge.train.module import DistillModule, OnlineTeacher
+from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits
+from kdforge.losses import LOSSES  # importing the package registers every loss
+from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.models import count_params
+from kdforge.recipe import DataSpec, LossTerm, Recipe, TrainConfig, recipe_from_dict
 
-LossLike = str | LossTerm | Mapping[str, Any]
+LossLike = str | LossTerm | Mapping[str, Any] | nn.Module
+ModelLike = nn.Module | str | Mapping[str, Any]
+
+OBJECT = "object:"  # the recipe's placeholder for a model or data set given as a Python object
 
 
 @dataclass
@@ -37,56 +49,175 @@ class DistillResult:
     out_dir: Path | None = None
 
 
-def _as_term(loss: LossLike, i: int) -> LossTerm:
-    if isinstance(loss, LossTerm):
-        return loss
-    if isinstance(loss, str):
-        return LossTerm(name=loss)
-    if isinstance(loss, Mapping):
-        return LossTerm(**loss)
-    raise RecipeError(f"losses[{i}]: expected a loss name, a dict or a LossTerm; got {type(loss).__name__}.")
+class ModuleLoss(DistillLoss):
+    """A user's own `nn.Module` loss with the loss contract's call, `forward(student, teacher, targets)` over
+    `Outputs`/`Targets`, used as one term; it reads the teacher's logits unless it says `needs_teacher = False`."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.needs_teacher = bool(getattr(module, "needs_teacher", True))
+
+    def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        return self.module(student, teacher, targets)
 
 
-def _tensor_split(split: Any, name: str) -> TensorData:
-    if isinstance(split, TensorData):
-        return split
-    if isinstance(split, Mapping):
-        return TensorData({k: torch.as_tensor(v) for k, v in split.items()}, name=name)
-    x, y = split
-    return TensorData({"x": torch.as_tensor(np.asarray(x, dtype=np.float32)),
-                       "labels": torch.as_tensor(np.asarray(y, dtype=np.int64))}, name=name)
+def _term_name(module: nn.Module, taken: set[str]) -> str:
+    registered = [name for name in LOSSES.names() if LOSSES.get(name) is type(module)]
+    base = registered[0] if registered else re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(module).__name__).lower()
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
 
 
-def as_bundle(data: Any) -> DataBundle:
-    """Accept a DataBundle, a DataSpec, a source name ('sklearn:digits'), or {'train', 'test'[, 'val']} splits
-    given as (X, y) pairs, dicts of arrays, or TensorData."""
+def loss_terms(losses: Sequence[LossLike]) -> tuple[list[LossTerm], dict[str, nn.Module]]:
+    """Recipe terms for `losses` (names, `{"name": ..., "weight": ..., **params}` dicts, `LossTerm`s, loss modules,
+    or `{"loss": module, "weight": w}`), and the modules given as objects, by term name."""
+    terms: list[LossTerm] = []
+    modules: dict[str, nn.Module] = {}
+    for i, loss in enumerate(losses):
+        weight = 1.0
+        if isinstance(loss, Mapping) and isinstance(loss.get("loss"), nn.Module):
+            unknown = set(loss) - {"loss", "weight"}
+            if unknown:
+                raise RecipeError(f"losses[{i}]: a loss given as a module takes only 'loss' and 'weight'; got "
+                                  f"{sorted(unknown)} (set parameters when you build the module).")
+            loss, weight = loss["loss"], float(loss.get("weight", 1.0))
+        if isinstance(loss, nn.Module):
+            name = _term_name(loss, {t.name for t in terms})
+            modules[name] = loss if isinstance(loss, DistillLoss) else ModuleLoss(loss)
+            terms.append(LossTerm(name=name, weight=weight))
+        elif isinstance(loss, LossTerm):
+            terms.append(loss)
+        elif isinstance(loss, str):
+            terms.append(LossTerm(name=loss))
+        elif isinstance(loss, Mapping):
+            terms.append(LossTerm(**loss))
+        else:
+            raise RecipeError(f"losses[{i}]: expected a loss name, a dict, a LossTerm or a loss module; got "
+                              f"{type(loss).__name__}.")
+    if not terms:
+        raise RecipeError("losses: give at least one loss, e.g. ['kd', 'ce'].")
+    return terms, modules
+
+
+def as_bundle(data: Any, base_dir: str | Path | None = None) -> DataBundle:
+    """A DataBundle from: a DataBundle, a DataSpec, a source name ('sklearn:digits'), or {'train', 'test'[, 'val']}
+    splits, each given as (X, y) arrays, a dict of arrays, a TensorData, a TensorDataset, a map-style Dataset of
+    tuples or dicts, or a DataLoader."""
     if isinstance(data, DataBundle):
         return data
     if isinstance(data, str):
         data = DataSpec(source=data)
     if isinstance(data, DataSpec):
-        return load_data(data)
-    if isinstance(data, Mapping) and {"train", "test"} <= set(data):
-        splits = {k: _tensor_split(v, k) for k, v in data.items()}
-        train = splits["train"]
-        labels = torch.cat([s.tensors["labels"].flatten() for s in splits.values() if "labels" in s.tensors])
-        info = DataInfo(tuple(train.tensors["x"].shape[1:]) if "x" in train.tensors else (), int(labels.max()) + 1)
-        return DataBundle(info, train, train, train, splits.get("val"), splits["test"])
-    raise RecipeError("data: give a DataSpec, a source name like 'sklearn:digits', or a dict with 'train' and "
-                      "'test' splits as (X, y) pairs.")
+        return load_recipe_data(data, base_dir)
+    if isinstance(data, Mapping):
+        return bundle_from_splits(data, where="data")
+    raise RecipeError(f"data: got {type(data).__name__}; give a source name like 'sklearn:digits', a DataSpec, or a "
+                      "dict with 'train' and 'test' splits (arrays, tensors, datasets or data loaders).")
+
+
+def _model_entry(model: Any, inputs: Sequence[str], side: str) -> tuple[dict[str, Any], Any]:
+    """(the recipe's model section, the object the run uses instead or None)."""
+    if isinstance(model, nn.Module) or (callable(model) and side == "student" and not isinstance(model, str)):
+        return {"model": f"{OBJECT}{side}", "inputs": list(inputs)}, model
+    if isinstance(model, str):
+        key = "model" if ":" in model else "path"
+        return {key: model, "inputs": list(inputs)}, None
+    if isinstance(model, Mapping):
+        return {"inputs": list(inputs), **dict(model)}, None
+    raise RecipeError(f"{side}: got {type(model).__name__}; give a torch.nn.Module, a model spec such as "
+                      "'builtin:mlp' or 'hf:DIR', a saved model folder, or a dict of the recipe's model section.")
+
+
+def _taps(taps: Mapping[str, Mapping[str, str]] | None) -> dict[str, dict[str, str]]:
+    taps = {side: dict(paths) for side, paths in (taps or {}).items()}
+    unknown = set(taps) - {"student", "teacher"}
+    if unknown:
+        raise RecipeError(f"taps: unknown side(s) {sorted(unknown)}; use 'student' and 'teacher'.")
+    return taps
+
+
+class Distiller:
+    """Everything a recipe can do, from Python objects: `Distiller(teacher, student, data, ...).run(out_dir)`.
+
+    Args:
+        teacher: A module (used as it is, or trained first when `teacher_train` is given), a model spec
+            ('builtin:mlp', 'hf:DIR', 'py:pkg.mod:attr'), a saved kdforge model folder, or a recipe teacher section.
+        student: A module (each seed and the scratch twin start from a copy of its weights), a zero-argument
+            factory returning a new module (called once per seed, after seeding), or a spec as for the teacher.
+        data: See `as_bundle`; a source name or DataSpec keeps the recipe's split settings.
+        losses: See `loss_terms`.
+        train: The student's `TrainConfig` (default: 10 epochs of Adam at lr 1e-3).
+        teacher_train: Train the teacher first with cross-entropy on the labelled data, with these settings.
+        taps: `{"student": {name: module.path}, "teacher": {...}}` for feature losses.
+        inputs / teacher_inputs: Batch keys passed to the student's / teacher's forward.
+        seeds, baseline, generations, online, confidence, eval_batch_size, name: as in a recipe.
+    """
+
+    def __init__(self, teacher: ModelLike, student: ModelLike | Callable[[], nn.Module], data: Any,
+                 losses: Sequence[LossLike] = ("kd", "ce"), *, train: TrainConfig | None = None,
+                 teacher_train: TrainConfig | None = None, taps: Mapping[str, Mapping[str, str]] | None = None,
+                 inputs: Sequence[str] = ("x",), teacher_inputs: Sequence[str] | None = None,
+                 seeds: Sequence[int] = (0,), baseline: bool = True, generations: int = 1, online: bool = False,
+                 confidence: float = 0.95, eval_batch_size: int = 512, name: str = "run") -> None:
+        self.teacher, self.student, self.data, self.losses = teacher, student, data, losses
+        self.train, self.teacher_train, self.taps = train, teacher_train, taps
+        self.inputs, self.teacher_inputs = inputs, teacher_inputs
+        self.seeds, self.baseline, self.generations, self.online = seeds, baseline, generations, online
+        self.confidence, self.eval_batch_size, self.name = confidence, eval_batch_size, name
+
+    def plan(self) -> tuple[Recipe, Given]:
+        """The recipe this run is (data only: what `recipe.resolved.yaml` will hold) and the objects beside it."""
+        terms, modules = loss_terms(self.losses)
+        teacher, teacher_obj = _model_entry(self.teacher, self.teacher_inputs or self.inputs, "teacher")
+        student, student_obj = _model_entry(self.student, self.inputs, "student")
+        if self.teacher_train is not None:
+            teacher["train"] = self.teacher_train.model_dump()
+        if self.online:
+            teacher["online"] = True
+        bundle = None
+        if isinstance(self.data, DataSpec | str):
+            data = (self.data if isinstance(self.data, DataSpec) else DataSpec(source=self.data)).model_dump()
+        else:
+            bundle, data = as_bundle(self.data), {"source": f"{OBJECT}data"}
+        document = {
+            "name": self.name, "seeds": list(self.seeds), "teacher": teacher, "student": student, "data": data,
+            "taps": _taps(self.taps), "losses": [t.model_dump() for t in terms],
+            "train": (self.train or TrainConfig()).model_dump(), "baseline": self.baseline,
+            "generations": self.generations,
+            "eval": {"confidence": self.confidence, "batch_size": self.eval_batch_size},
+        }
+        recipe = recipe_from_dict(document, base_dir=Path.cwd(), provided=modules)
+        return recipe, Given(teacher=teacher_obj, student=student_obj, data=bundle, losses=modules)
+
+    def run(self, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> RunResult:
+        """Train (teacher if asked, a student per seed, their scratch twins), evaluate and write the report into
+        `out_dir` (default: a new temporary folder, kept; `RunResult.save(dir)` copies it)."""
+        recipe, given = self.plan()
+        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="kdforge-run-"))
+        return run_recipe(recipe, out, resume=resume, overwrite=overwrite or out_dir is None, given=given)
+
+
+def run(teacher: ModelLike, student: ModelLike | Callable[[], nn.Module], data: Any,
+        losses: Sequence[LossLike] = ("kd", "ce"), out_dir: str | Path | None = None, **options: Any) -> RunResult:
+    """`Distiller(teacher, student, data, losses, **options).run(out_dir)`: the run folder, report and models."""
+    return Distiller(teacher, student, data, losses, **options).run(out_dir)
 
 
 def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[LossLike] = ("kd", "ce"),
             train: TrainConfig | None = None, taps: Mapping[str, Mapping[str, str]] | None = None,
             inputs: Sequence[str] = ("x",), out_dir: str | Path | None = None, resume: bool = False,
             confidence: float = 0.95) -> tuple[nn.Module, DistillResult]:
-    """Train `student` to imitate `teacher` on `data` and measure how well it does.
+    """Train `student` to imitate `teacher` on `data` and measure how well it does (no report, no baseline; see
+    `Distiller` for the whole run).
 
     Args:
         teacher: A trained module; it is put in eval mode and frozen.
         student: The module to train (in place).
         data: See `as_bundle`. The student trains on the training split; validation (if any) runs each epoch.
-        losses: Loss names or `{"name": ..., "weight": ..., **params}` dicts, e.g.
+        losses: See `loss_terms`, e.g.
             `[{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}]`.
         train: Training settings (`TrainConfig`); defaults to 10 epochs of Adam at lr 1e-3.
         taps: `{"student": {name: module.path}, "teacher": {...}}` for feature losses.
@@ -100,28 +231,17 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[
     """
     bundle = as_bundle(data)
     cfg = train or TrainConfig()
-    taps = dict(taps or {})
-    unknown = set(taps) - {"student", "teacher"}
-    if unknown:
-        raise RecipeError(f"taps: unknown side(s) {sorted(unknown)}; use 'student' and 'teacher'.")
     inputs = list(inputs)
-    loss = build_loss([_as_term(term, i) for i, term in enumerate(losses)])
-    module = DistillModule(student, loss, inputs, taps.get("student"))
-    online = OnlineTeacher(teacher, inputs, taps.get("teacher")) if loss.needs_teacher else None
-    preflight(module, online, bundle.student_train, (set(taps.get("student", {})), set(taps.get("teacher", {}))))
-    validate = None
-    if bundle.val is not None:
-        validate = validator(bundle.val, inputs, predict_logits(teacher, bundle.val, inputs))
-    else:
-        cfg = cfg.model_copy(update={"select": "last", "patience": None})
+    distiller = Distiller(teacher, student, bundle, losses, train=cfg, taps=taps, inputs=inputs, baseline=False,
+                          confidence=confidence)
+    recipe, given = distiller.plan()
+    teacher_val = predict_logits(teacher, bundle.val, inputs) if bundle.val is not None else None
     with tempfile.TemporaryDirectory(prefix="kdforge-") as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        job = TrainJob("student", module, online, bundle.student_train, cfg,
-                       steps_for(cfg, len(bundle.student_train)), folder, validate)
-        summary = fit(job, make_accelerator(cfg.mixed_precision), resume=resume)
-    module.capture.remove()
-    if online is not None:
-        online.close()
+        with build(recipe, student=student, teacher=teacher, data=bundle, out_dir=folder, seed=cfg.seed,
+                   teacher_val=teacher_val, name="student", given=given) as job:
+            job.preflight()
+            summary = job.fit(resume)
     labels = bundle.test.tensors["labels"]
     teacher_logits = predict_logits(teacher, bundle.test, inputs)
     student_logits = predict_logits(student, bundle.test, inputs)

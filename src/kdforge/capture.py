@@ -57,20 +57,24 @@ class Capture:
         model: The model to observe. Wrappers (DDP, torch.compile) are looked through.
         taps: tap name -> dotted module path, e.g. {"feat": "blocks.1"}.
         owner: 'teacher' or 'student', used in error messages.
+        where: What the taps mapping is called in error messages (tap "h" is then `{where}.h`); default
+            `taps.{owner}`. The application passes e.g. "recipe.taps.student".
 
-    Hooks stay registered for the life of the Capture (call `remove()` to detach); they only record while
-    the context is active, so evaluation outside the context costs nothing.
+    Hooks stay registered for the life of the Capture: `close()` (or `remove()`) detaches them, in a `finally`
+    or through the object that owns the Capture. They only record while the `with capture:` block is active,
+    so evaluation outside it costs nothing.
     """
 
-    def __init__(self, model: nn.Module, taps: Mapping[str, str], owner: str = "model") -> None:
+    def __init__(self, model: nn.Module, taps: Mapping[str, str], owner: str = "model",
+                 where: str | None = None) -> None:
         self.taps = dict(taps)
         self.owner = owner
+        self.where = where or f"taps.{owner}"
         self.features: dict[str, Tensor] = {}
         self._active = False
-        self._handles = []
-        for tap, path in self.taps.items():
-            module = resolve_module(model, path, where=f"recipe.taps.{owner}.{tap}")
-            self._handles.append(module.register_forward_hook(self._make_hook(tap)))
+        # every path resolved before the first hook, so an unknown one leaves no hook behind
+        modules = {tap: resolve_module(model, path, where=f"{self.where}.{tap}") for tap, path in self.taps.items()}
+        self._handles = [module.register_forward_hook(self._make_hook(tap)) for tap, module in modules.items()]
 
     def _make_hook(self, tap: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -92,11 +96,16 @@ class Capture:
         missing = [f"{tap} ({self.taps[tap]})" for tap in self.taps if tap not in self.features]
         if missing:
             raise KDForgeError(
-                f"recipe.taps.{self.owner}: these hooks never fired during a forward pass: {', '.join(missing)}. "
+                f"{self.where}: these hooks never fired during a forward pass: {', '.join(missing)}. "
                 "The module exists but is not called by forward(); tap a module on the forward path."
             )
 
     def remove(self) -> None:
+        """Detach every hook (again: a no-op)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def close(self) -> None:
+        """The same as `remove()`: the name owners and `contextlib.closing` call."""
+        self.remove()

@@ -135,7 +135,7 @@ def distill(
     quiet: QuietOpt = False,
 ) -> None:
     """Run the distillation a recipe describes; writes the student(s) and report.{md,json} into the run folder."""
-    from kdforge.pipeline import run_recipe
+    from kdforge.app.run import run_recipe
     from kdforge.recipe import load_recipe
 
     _setup(threads, quiet)
@@ -157,7 +157,7 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Distil a CNN teacher into a small MLP on scikit-learn's digits, against a from-scratch baseline."""
-    from kdforge.pipeline import run_recipe
+    from kdforge.app.run import run_recipe
     from kdforge.recipe import load_recipe
 
     recipe_file = resources.files("kdforge") / "recipes" / DEMO_RECIPE
@@ -178,7 +178,9 @@ def list_names(
     what: Annotated[str, typer.Argument(help="losses | datasets | models")] = "losses",
 ) -> None:
     """List registered losses (with their papers), built-in datasets or built-in models."""
-    from kdforge.registry import DATASETS, LOSSES, MODELS
+    from kdforge.data import DATASETS  # importing each package registers its entries
+    from kdforge.losses import LOSSES
+    from kdforge.models import MODELS
     from kdforge.validation import unknown_name
 
     registries = {"losses": LOSSES, "datasets": DATASETS, "models": MODELS}
@@ -192,10 +194,10 @@ def list_names(
         table.add_column("paper", overflow="fold")  # links stay whole in narrow terminals
     for name in registry.names():
         entry = registry.get(name)
-        meta = registry.meta(name)
+        info = registry.info(name)
         doc = (entry.__doc__ or "").strip().splitlines()
-        summary = meta.get("summary") or (doc[0] if doc else "")
-        row = [name, summary] + ([meta.get("paper", "")] if what == "losses" else [])
+        summary = info.summary or (doc[0] if doc else "")
+        row = [name, summary] + ([info.paper] if what == "losses" else [])
         table.add_row(*row)
     out.print(table)
 
@@ -207,7 +209,7 @@ def inspect(
     args: Annotated[str, typer.Option(help="Model arguments as JSON, e.g. '{\"hidden\": [64]}'.")] = "{}",
 ) -> None:
     """Print a model's module paths (the names `taps:` accepts), their types and parameter counts."""
-    from kdforge.data import load_data
+    from kdforge.app.data import load_recipe_data
     from kdforge.models import build_model, load_saved_model
     from kdforge.recipe import DataSpec
 
@@ -219,7 +221,7 @@ def inspect(
         except json.JSONDecodeError as exc:
             raise KDForgeError(f"--args: not valid JSON ({exc.msg}). Give a JSON object, e.g. "
                                "--args '{\"hidden\": [64]}'.") from None
-        info = load_data(DataSpec(source=data)).info if spec.startswith("builtin:") else None
+        info = load_recipe_data(DataSpec(source=data), None).info if spec.startswith("builtin:") else None
         model, _ = build_model(spec, model_args, info, "inspect", base_dir=Path.cwd())
     table = Table("module path", "type", "params")
     for name, module in model.named_modules():
@@ -370,7 +372,7 @@ def cache(
     quiet: QuietOpt = False,
 ) -> None:
     """Run the teacher once over the recipe's data and store its outputs (resumes an interrupted build)."""
-    from kdforge.cache.build import cache_recipe
+    from kdforge.app.teacher import cache_recipe
     from kdforge.recipe import load_recipe
 
     _setup(threads, quiet)

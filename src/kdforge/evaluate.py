@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from kdforge.data.tensors import TensorData, sequential_batches
 from kdforge.errors import KDForgeError
-from kdforge.losses.base import IGNORE_INDEX
 from kdforge.metrics import (
     accuracy,
     agreement_by_confidence,
@@ -46,6 +45,7 @@ from kdforge.metrics import (
     weights_size_bytes,
 )
 from kdforge.models.forward import call_model, logits_of
+from kdforge.types import IGNORE_INDEX
 from kdforge.validation import check_same_shape
 
 logger = logging.getLogger("kdforge")

@@ -7,6 +7,7 @@ errors (with a did-you-mean), and every message names the field as `recipe.<path
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -14,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kdforge.errors import RecipeError
-from kdforge.registry import LOSSES
+from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.validation import did_you_mean
 
 Document = TypeVar("Document", bound=BaseModel)
@@ -230,15 +231,23 @@ class Recipe(_Strict):
             raise ValueError(f"seeds must be distinct; got {seeds}")
         return seeds
 
+    @property
+    def base_dir(self) -> str | None:
+        """The recipe file's folder (None for a recipe built in memory): relative paths and `py:` modules resolve
+        there."""
+        return self._base_dir
+
     def resolve_path(self, path: str) -> Path:
         """Relative paths in a recipe are relative to the recipe file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() or self._base_dir is None else Path(self._base_dir) / p
 
-    def check(self) -> Recipe:
-        """Checks pydantic cannot do alone: loss names and parameters against the registry."""
+    def check(self, provided: Collection[str] = ()) -> Recipe:
+        """Checks pydantic cannot do alone: loss names and parameters against the registry (`provided`: terms
+        whose loss modules the Python API holds, which need no registered name)."""
         for i, term in enumerate(self.losses):
-            check_loss_term(term, where=f"recipe.losses[{i}]")
+            if term.name not in provided:
+                check_loss_term(term, where=f"recipe.losses[{i}]")
         names = [t.name for t in self.losses]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -429,12 +438,14 @@ def validate_document(root: type[Document], data: Any, overrides: list[str] | No
         raise recipe_error_from(exc, root) from None
 
 
-def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first."""
+def recipe_from_dict(data: Any, base_dir: str | Path | None = None, overrides: list[str] | None = None,
+                     provided: Collection[str] = ()) -> Recipe:
+    """Validate a parsed recipe (a dict); overrides are `key.path=value` strings applied first (`provided`: see
+    `Recipe.check`)."""
     recipe = validate_document(Recipe, data, overrides)
     if base_dir is not None:
         recipe._base_dir = str(Path(base_dir).resolve())
-    return recipe.check()
+    return recipe.check(provided)
 
 
 def read_yaml(path: str | Path, examples: str = "recipes/") -> Any:

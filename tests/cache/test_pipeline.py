@@ -7,13 +7,14 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from kdforge.app.run import distill_student, run_recipe
+from kdforge.app.teacher import run_teacher
 from kdforge.cache.teacher import CachedTeacher
 from kdforge.cli import main
 from kdforge.data import load_data
 from kdforge.errors import RecipeError
 from kdforge.evaluate import accuracy_summary, predict_logits
 from kdforge.models.builtin import MLP
-from kdforge.pipeline import distill_student, obtain_teacher, run_recipe
 from kdforge.recipe import load_recipe, recipe_from_dict
 
 
@@ -32,7 +33,7 @@ def demo_recipe(**teacher):
 def test_cached_training_gives_the_online_student_on_the_demo_data(tmp_path, monkeypatch):
     recipe = demo_recipe()
     data = load_data(recipe.data)
-    teacher = obtain_teacher(recipe, data, tmp_path, resume=False)  # trains the CNN teacher (3 epochs)
+    teacher = run_teacher(recipe, data, tmp_path, resume=False)  # trains the CNN teacher (3 epochs)
     teacher_val = predict_logits(teacher, data.val, ["x"])
     test = data.test.tensors["labels"]
 
@@ -50,7 +51,7 @@ def test_cached_training_gives_the_online_student_on_the_demo_data(tmp_path, mon
     monkeypatch.setattr(CachedTeacher, "__call__", counting)
     with_cache = demo_recipe(path=str(tmp_path / "teacher"), model=None, args={}, train=None,
                              cache=str(tmp_path / "cache"))
-    cached_teacher = obtain_teacher(with_cache, data, tmp_path / "unused", resume=False)  # builds the store
+    cached_teacher = run_teacher(with_cache, data, tmp_path / "unused", resume=False)  # builds the store
     assert (tmp_path / "cache" / "manifest.json").is_file()
     cached = distill_student(with_cache, 0, data, cached_teacher, teacher_val, tmp_path / "cached", False)
     assert calls["n"] > 6 * 20  # every training step read the store
@@ -59,7 +60,7 @@ def test_cached_training_gives_the_online_student_on_the_demo_data(tmp_path, mon
 
     # the store is reused, not rebuilt, by the next run with the same teacher and data
     stamp = (tmp_path / "cache" / "manifest.json").stat().st_mtime_ns
-    obtain_teacher(with_cache, data, tmp_path / "unused", resume=False)
+    run_teacher(with_cache, data, tmp_path / "unused", resume=False)
     assert (tmp_path / "cache" / "manifest.json").stat().st_mtime_ns == stamp
 
     # a cache-only recipe: students train from the store, the report replays the teacher's test outputs
@@ -121,7 +122,7 @@ def test_cache_recipe_errors_name_the_field():
     with pytest.raises(RecipeError, match="recipe.teacher.*'checkpoint' and 'train' need 'model'"):
         recipe_from_dict({"teacher": {"cache": "x", "train": {}}, "student": {"model": "builtin:mlp"},
                           "data": {"source": "sklearn:iris"}, "losses": [{"name": "kd"}]})
-    from kdforge.cache.build import cache_recipe
+    from kdforge.app.teacher import cache_recipe
 
     trained = recipe_from_dict({"teacher": {"model": "builtin:mlp", "train": {}, "cache": "x"},
                                 "student": {"model": "builtin:mlp"}, "data": {"source": "sklearn:iris"},

@@ -51,7 +51,7 @@ def test_source_shapes_labels_and_split(ranking):
 
 def test_bad_negatives_is_a_recipe_error():
     with pytest.raises(RecipeError, match="recipe.data.args.negatives"):
-        stdlib_retrieval(negatives=0, limit=50)
+        stdlib_retrieval(negatives=0, limit=50, where="recipe.data")
 
 
 def test_models_score_each_candidate_independently(ranking):

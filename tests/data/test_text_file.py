@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+from kdforge.data import text_source
 from kdforge.data.text_file import read_labelled_texts
 from kdforge.errors import RecipeError
-from kdforge.llm.data import text_source
 from kdforge.recipe import DataSpec
 
 WORDS = ["the", "a", "file", "socket", "mail", "queue", "thread", "returns", "message", "event", "loop", "header",
@@ -60,12 +60,12 @@ def test_jsonl_with_integer_labels_and_bad_inputs(tmp_path):
     read = read_labelled_texts(tmp_path / "d.jsonl", text_field="sentence", label_field="y")
     assert read.classes == ["0", "1"] and read.labels.tolist() == [r["y"] for r in rows]
     with pytest.raises(RecipeError, match=r"recipe.data.args.text_field: .*no field 'text'.*'sentence', 'y'"):
-        read_labelled_texts(tmp_path / "d.jsonl")
+        read_labelled_texts(tmp_path / "d.jsonl", where="recipe.data")
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(RecipeError, match="recipe.data.args.format"):
-        read_labelled_texts(tmp_path / "d.txt")
+        read_labelled_texts(tmp_path / "d.txt", where="recipe.data")
     with pytest.raises(RecipeError, match="recipe.data.args.path: file .* does not exist"):
-        read_labelled_texts(tmp_path / "missing.csv")
+        read_labelled_texts(tmp_path / "missing.csv", where="recipe.data")
     (tmp_path / "one.csv").write_text("text,label\na b,x\nc d,x\n")
     with pytest.raises(RecipeError, match="one class"):
         read_labelled_texts(tmp_path / "one.csv")
@@ -77,7 +77,7 @@ def test_jsonl_with_integer_labels_and_bad_inputs(tmp_path):
 def test_readme_bert_recipe_on_a_teacher_saved_to_disk(tmp_path):
     """The README's recipe shape: hf: teacher folder (its own tokenizer), text:file data, from_teacher student."""
     transformers = pytest.importorskip("transformers")
-    from kdforge.pipeline import run_recipe
+    from kdforge.app.run import run_recipe
     from kdforge.recipe import load_recipe
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", *WORDS]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kdforge.data import text as text_mod
+from kdforge.data import text_source
 from kdforge.data.augment import AugmentSpec, augment_sentences, augment_words
 from kdforge.data.corpus import DocSentence
 from kdforge.data.text import (
@@ -24,7 +25,6 @@ from kdforge.data.text import (
     topic_records,
 )
 from kdforge.errors import RecipeError
-from kdforge.llm.data import text_source
 from kdforge.recipe import DataSpec
 
 SMALL = {"vocab_size": 800, "seq_len": 40}
@@ -195,7 +195,7 @@ def test_hf_tokenizer_from_a_local_folder(tmp_path):
     assert first["input_ids"][0].tolist() == expected
     with pytest.raises(RecipeError, match="recipe.data.args.vocab_size"):
         text_source(DataSpec(source="text:stdlib_sentences", args={"tokenizer": "hf:tok", "vocab_size": 10}),
-                    base_dir=tmp_path)
+                    base_dir=tmp_path, where="recipe.data")
 
 
 @pytest.mark.parametrize(("args", "extra", "match"), [
@@ -207,12 +207,12 @@ def test_hf_tokenizer_from_a_local_folder(tmp_path):
 ])
 def test_bad_topic_args_name_the_field(args, extra, match):
     with pytest.raises(RecipeError, match=match):
-        text_source(DataSpec(source="text:stdlib_topics", args={**SMALL, **args}, **extra))
+        text_source(DataSpec(source="text:stdlib_topics", args={**SMALL, **args}, **extra), where="recipe.data")
 
 
 def test_sources_without_labels_reject_student_labels():
     with pytest.raises(RecipeError, match="recipe.data.student_labels"):
-        text_source(DataSpec(source="text:stdlib_mlm", student_labels=10))
+        text_source(DataSpec(source="text:stdlib_mlm", student_labels=10), where="recipe.data")
 
 
 def test_stdlib_wordpiece_gives_the_same_ids_in_every_source_and_mlm_can_exclude_the_topics():

@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 
 from kdforge import io
-from kdforge.build import build_loss, make_accelerator
+from kdforge.app.build import build_loss
 from kdforge.llm.data import encode, tiny_causal_lm, train_tokenizer
-from kdforge.recipe import LossTerm, TrainConfig
+from kdforge.processes import make_accelerator
+from kdforge.recipe import LossTerm
+from kdforge.train.config import LoopConfig
 from kdforge.train.loop import TrainJob, fit
 from kdforge.train.module import DistillModule, OnlineTeacher
 
@@ -28,7 +30,7 @@ def main(out_dir: str) -> None:
     student = tiny_causal_lm("llama", layers=1, hidden=32, heads=2, vocab_size=280, seed=0)
     module = DistillModule(student, build_loss([LossTerm(name="token_kd", divergence="jsd", chunk_size=64)]),
                            INPUTS, {})
-    cfg = TrainConfig(max_steps=8, batch_size=8, optimizer="adamw", lr=3e-3, progress=False, checkpoint_every=100)
+    cfg = LoopConfig(max_steps=8, batch_size=8, optimizer="adamw", lr=3e-3, progress=False, checkpoint_every=100)
     job = TrainJob("token_kd", module, OnlineTeacher(teacher, INPUTS, {}), data, cfg, 8, Path(out_dir))
     accelerator = make_accelerator(None)
     fit(job, accelerator)

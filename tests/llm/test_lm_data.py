@@ -6,7 +6,8 @@ import warnings
 import pytest
 import torch
 
-from kdforge.build import build_loss, preflight
+from kdforge.app.build import build_loss
+from kdforge.app.preflight import preflight
 from kdforge.errors import ShapeMismatchError
 from kdforge.llm.data import BOS, EOS, PAD, encode, lm_rows, stdlib_lm, tiny_causal_lm, train_tokenizer
 from kdforge.metrics.task import perplexity, token_nll

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from kdforge.app.run import run_recipe
 from kdforge.data import load_data
 from kdforge.errors import RecipeError, UnknownNameError
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import DataSpec, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,11 @@ def test_shipped_recipe_trains_teacher_and_students_on_a_small_budget(tmp_path):
 
 def test_text_sources_check_their_names_and_arguments():
     with pytest.raises(UnknownNameError, match="text source 'stdlib'"):
-        load_data(DataSpec(source="text:stdlib"))
+        load_data(DataSpec(source="text:stdlib"), where="recipe.data")
     with pytest.raises(RecipeError, match="recipe.data.args"):
-        load_data(DataSpec(source="text:stdlib_lm", args={"bogus": 1}))
+        load_data(DataSpec(source="text:stdlib_lm", args={"bogus": 1}), where="recipe.data")
     with pytest.raises(RecipeError, match="student_labels"):
-        load_data(DataSpec(source="text:stdlib_lm", student_labels=10))
+        load_data(DataSpec(source="text:stdlib_lm", student_labels=10), where="recipe.data")
 
 
 def test_pipeline_runs_gkd_with_its_registered_step(tmp_path, monkeypatch):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from kdforge.build import build_loss
+from kdforge.app.build import build_loss
 from kdforge.llm.data import encode, tiny_causal_lm, train_tokenizer
 from kdforge.losses import LOSSES
-from kdforge.losses.gkd import GKDLoss, gkd_step, student_rollouts
+from kdforge.losses.gkd import GKDLoss, on_policy_step, student_rollouts
 from kdforge.recipe import LossTerm
 from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
 
@@ -62,7 +62,7 @@ def test_step_scores_student_rollouts_with_the_teacher_only_when_on_policy(setup
     recording = Recording(teacher)
     online = OnlineTeacher(recording, INPUTS, {})
     batch = data[slice(0, 6)]
-    terms = gkd_step(module, online, batch)
+    terms = on_policy_step(standard_step)(module, online, batch)
     assert torch.isfinite(terms["loss"]) and "gkd" in terms
     assert torch.equal(recording.seen[-1], batch["input_ids"]) == (lmbda == 0.0)
     if lmbda == 0.0:
@@ -70,7 +70,7 @@ def test_step_scores_student_rollouts_with_the_teacher_only_when_on_policy(setup
     else:
         rollout = student_rollouts(student, batch, 3, 1.0, seed=0)
         assert torch.equal(recording.seen[-1], rollout["input_ids"])
-    assert LOSSES.meta("gkd")["step"] is gkd_step
+    assert LOSSES.info("gkd").step is on_policy_step
 
 
 def test_bad_arguments():

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdforge.data.tensors import TensorData
-from kdforge.early_exit import EarlyExit, early_exit_curve, normalized_entropy
 from kdforge.losses.base import Outputs, Targets
+from kdforge.losses.early_exit import EarlyExit, early_exit_curve, normalized_entropy
 from kdforge.losses.multi_exit import MultiExitLoss
 from kdforge.models.builtin import MLP
+from kdforge.types import TensorData
 
 
 def test_matches_an_independent_computation():

@@ -8,6 +8,7 @@ from kdforge.losses.ce import CELoss
 from kdforge.losses.sd_dropout import SDDropoutLoss
 from kdforge.models.builtin import MLP
 from kdforge.train.module import DistillModule
+from kdforge.train.schedule import TermSchedule
 
 
 def kl(p, q):
@@ -35,14 +36,16 @@ def test_needs_a_view():
 def test_module_supplies_a_different_dropout_view_only_when_the_term_is_active():
     torch.manual_seed(0)
     student = MLP(input_shape=(6,), num_classes=3, hidden=(32,), dropout=0.5)
-    loss = WeightedSum({"sd_dropout": SDDropoutLoss(), "ce": CELoss()}, {"sd_dropout": 1.0, "ce": 1.0},
-                       {"sd_dropout": (0, 2), "ce": (0, None)})
+    terms = {"sd_dropout": SDDropoutLoss(), "ce": CELoss()}
+    loss = WeightedSum(terms, {"sd_dropout": 1.0, "ce": 1.0})
+    schedule = TermSchedule(terms, windows={"sd_dropout": (0, 2), "ce": (0, None)})
     module = DistillModule(student, loss, ["x"]).train()
+    schedule.select(loss, 0)
     batch = {"x": torch.randn(8, 6), "labels": torch.randint(0, 3, (8,))}
     outputs = module._student_outputs(batch)
     assert len(outputs.views) == 1 and not torch.equal(outputs.views[0], outputs.logits)
     assert module(batch, Outputs())["sd_dropout"].item() > 0
-    module.set_step(2)
+    schedule.select(loss, 2)
     assert module._student_outputs(batch).views == []
 
 

@@ -89,7 +89,7 @@ def test_trains_a_narrower_tiny_bert_student_with_a_uniform_layer_map():
 def test_preflight_refuses_heads_that_are_not_the_models_head_count():
     from tests.encoders_kit import INPUTS
 
-    from kdforge.build import preflight
+    from kdforge.app.preflight import preflight
     from kdforge.data.tensors import TensorData
     from kdforge.errors import RecipeError
     from kdforge.losses import WeightedSum

@@ -3,7 +3,7 @@
 import pytest
 from tests.tiny import tiny_recipe as tiny_recipe_data
 
-from kdforge.pipeline import run_recipe
+from kdforge.app.run import run_recipe
 from kdforge.recipe import recipe_from_dict
 
 TINY = tiny_recipe_data(name="tiny-report")

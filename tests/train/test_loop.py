@@ -1,5 +1,6 @@
 """The training loop: exact resume, gradient accumulation, non-finite losses, checkpoint integrity."""
 
+import dataclasses
 import pickle
 
 import pytest
@@ -12,8 +13,8 @@ from kdforge.losses.base import WeightedSum
 from kdforge.losses.ce import CELoss
 from kdforge.losses.kd import KDLoss
 from kdforge.models.builtin import MLP
-from kdforge.recipe import TrainConfig
 from kdforge.train import checkpoint as ckpt
+from kdforge.train.config import LoopConfig
 from kdforge.train.loop import TrainJob, fit
 from kdforge.train.module import DistillModule, OnlineTeacher
 
@@ -29,7 +30,7 @@ def make_job(tmp_path, total_steps=12, dropout=0.3, **cfg):
     teacher = MLP(input_shape=(6,), num_classes=2, hidden=(16,))
     student = MLP(input_shape=(6,), num_classes=2, hidden=(8,), dropout=dropout)
     loss = WeightedSum({"kd": KDLoss(2.0), "ce": CELoss()}, {"kd": 0.9, "ce": 0.1})
-    config = TrainConfig(batch_size=8, lr=0.01, checkpoint_every=3, progress=False, scheduler="cosine", **cfg)
+    config = LoopConfig(batch_size=8, lr=0.01, checkpoint_every=3, progress=False, scheduler="cosine", **cfg)
     return TrainJob("student", DistillModule(student, loss, ["x"]), OnlineTeacher(teacher, ["x"]), data(), config,
                     total_steps, tmp_path)
 
@@ -72,7 +73,7 @@ def test_gradient_accumulation_matches_a_large_batch(tmp_path):
     big = make_job(tmp_path / "big", dropout=0.0)
     fit(big, Accelerator())
     accumulated = make_job(tmp_path / "acc", dropout=0.0, grad_accum=2)
-    accumulated.config = accumulated.config.model_copy(update={"batch_size": 4})
+    accumulated.config = dataclasses.replace(accumulated.config, batch_size=4)
     fit(accumulated, Accelerator())
     for key, value in weights(big).items():
         assert torch.allclose(value, accumulated.module.state_dict()[key], atol=1e-5), key
@@ -103,7 +104,7 @@ def test_select_best_restores_the_best_evaluation(tmp_path):
         return {"val/accuracy": next(scores)}
 
     job.validate = validate
-    job.config = job.config.model_copy(update={"eval_every": 3})
+    job.config = dataclasses.replace(job.config, eval_every=3)
     summary = fit(job, Accelerator())
     assert summary.best_step == 6
     for key, value in snapshots[1].items():

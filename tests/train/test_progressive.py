@@ -10,6 +10,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from kdforge.app.preflight import preflight
 from kdforge.data.tensors import TensorData
 from kdforge.errors import RecipeError
 from kdforge.losses import LOSSES
@@ -18,9 +19,11 @@ from kdforge.losses.fitnet import FitNetLoss
 from kdforge.losses.kd import KDLoss
 from kdforge.losses.tinybert import TinyBERTLoss
 from kdforge.models.builtin import MLP
-from kdforge.recipe import TrainConfig, recipe_from_dict
+from kdforge.recipe import recipe_from_dict
+from kdforge.train.config import LoopConfig
 from kdforge.train.loop import TrainJob, fit
 from kdforge.train.module import DistillModule, OnlineTeacher
+from kdforge.train.schedule import TermSchedule
 
 TAPS = {"s0": "blocks.0", "s1": "blocks.1", "s2": "blocks.2"}
 TEACHER_TAPS = {"t0": "blocks.0", "t1": "blocks.1", "t2": "blocks.2"}
@@ -34,39 +37,43 @@ def features(names, b=4, d=6, seed=0):
 
 def test_schedule_boundaries_and_frozen_taps():
     """Stage k alone on [start + kN, start + (k+1)N); inactive before start; all pairs after the last stage."""
-    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS, projector="none"), "kd": KDLoss()}, {"fitnet": 1.0, "kd": 1.0},
-                       {"fitnet": (2, None)}, progressive={"fitnet": 4})
+    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS, projector="none"), "kd": KDLoss()}, {"fitnet": 1.0, "kd": 1.0})
+    schedule = TermSchedule(loss.terms, {"fitnet": (2, None)}, progressive={"fitnet": 4})
     expected = {0: None, 1: None, 2: 0, 5: 0, 6: 1, 9: 1, 10: 2, 13: 2, 14: None, 100: None}
     for step, stage in expected.items():
-        loss.set_step(step)
-        assert loss.stage("fitnet") == stage, step
-        assert loss.stage("kd") is None
+        assert schedule.stage("fitnet", step) == stage, step
+        assert schedule.at(step).stages.get("fitnet") == stage, step
+        assert schedule.stage("kd", step) is None and "kd" not in schedule.at(step).stages
     taps = {}
     for step in (0, 2, 6, 10, 14):
-        loss.set_step(step)
-        taps[step] = loss.progressive_taps()
+        plan = schedule.at(step)
+        taps[step] = (plan.frozen, plan.training)
     assert taps[0] == (set(), set())  # before start_step the term is off: nothing frozen
     assert taps[2] == (set(), {"s0"})
     assert taps[6] == ({"s0"}, {"s1"})
     assert taps[10] == ({"s0", "s1"}, {"s2"})
     assert taps[14] == (set(), set())
-    loss.set_step(6)
-    with loss.all_terms():  # preflight: every pair, nothing frozen
-        assert loss.stage("fitnet") is None and loss.progressive_taps() == (set(), set())
+    schedule.select(loss, 6)
+    assert loss.stages == {"fitnet": 1}
+    with loss.all_terms():  # preflight: every term with every pair (and it drops no gradient)
+        assert loss.stages == {} and loss.active is None
+    assert loss.stages == {"fitnet": 1}
 
 
 def test_total_loss_is_the_active_pairs_term():
     """Independent computation on fixed tensors: the MSE of the one active pair, then the mean of all."""
     s_feats, t_feats = features(["s0", "s1", "s2"], seed=1), features(["t0", "t1", "t2"], seed=2)
     student, teacher = Outputs(features=s_feats), Outputs(features=t_feats)
-    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS, projector="none")}, {"fitnet": 2.5}, progressive={"fitnet": 3})
+    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS, projector="none")}, {"fitnet": 2.5})
+    schedule = TermSchedule(loss.terms, progressive={"fitnet": 3})
     mse = [((s_feats[s] - t_feats[t]) ** 2).mean().item() for s, t in PAIRS]
     for k in range(3):
-        loss.set_step(3 * k + 1)
+        schedule.select(loss, 3 * k + 1)
         out = loss(student, teacher, Targets())
         assert out["fitnet"].item() == pytest.approx(mse[k], rel=1e-6)
         assert out["loss"].item() == pytest.approx(2.5 * mse[k], rel=1e-6)
-    loss.set_step(9)
+        assert loss.terms["fitnet"].stage is None  # the stage holds for the call only, not in the term
+    schedule.select(loss, 9)
     assert loss(student, teacher, Targets())["loss"].item() == pytest.approx(2.5 * sum(mse) / 3, rel=1e-6)
 
 
@@ -90,16 +97,17 @@ def test_tinybert_stage_is_one_student_layer():
     def mse(x, y):
         return ((x - y) ** 2).mean().item()
 
-    weighted = WeightedSum({"tinybert": loss}, {"tinybert": 1.0}, progressive={"tinybert": 1})
+    weighted = WeightedSum({"tinybert": loss}, {"tinybert": 1.0})
+    schedule = TermSchedule(weighted.terms, progressive={"tinybert": 1})
     student, teacher = Outputs(features=s_feats), Outputs(features=t_feats)
     expected = [mse(s_feats["e"], t_feats["e"])]
     for i in (1, 2):
         expected.append(mse(s_feats[f"h{i}"], t_feats[f"h{i}"])
                         + mse(scores(s_feats, f"q{i}", f"k{i}"), scores(t_feats, f"q{i}", f"k{i}")))
     for k in range(3):
-        weighted.set_step(k)
+        schedule.select(weighted, k)
         assert weighted(student, teacher, Targets())["loss"].item() == pytest.approx(expected[k], rel=1e-5)
-    weighted.set_step(3)
+    schedule.select(weighted, 3)
     assert weighted(student, teacher, Targets())["loss"].item() == pytest.approx(sum(expected), rel=1e-5)
 
 
@@ -110,7 +118,7 @@ def paired_losses():
 @pytest.mark.parametrize("name", paired_losses())
 def test_every_paired_loss_reads_only_the_active_pair(name):
     """A stage-0 value must not depend on pair 1 at all: pair 1's features are NaN."""
-    args = {**LOSSES.meta(name)["example"], "pairs": [("feat", "feat"), ("nan", "nan")]}
+    args = {**LOSSES.info(name).example, "pairs": [("feat", "feat"), ("nan", "nan")]}
     loss = LOSSES.get(name)(**args)
     assert loss.layer_stages() == [{"feat"}, {"nan"}]
     g = torch.Generator().manual_seed(0)
@@ -129,14 +137,14 @@ def mlp_job(tmp_path, total_steps=12, **cfg):
     teacher = MLP(input_shape=(6,), num_classes=2, hidden=(8, 8, 8))
     student = MLP(input_shape=(6,), num_classes=2, hidden=(8, 8, 8))
     loss = WeightedSum({"fitnet": FitNetLoss(PAIRS, projector="none"), "kd": KDLoss(2.0)},
-                       {"fitnet": 1.0, "kd": 0.5}, progressive={"fitnet": 3})
+                       {"fitnet": 1.0, "kd": 0.5})
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 6, generator=g)
     data = TensorData({"x": x, "labels": (x[:, 0] > 0).long()})
-    config = TrainConfig(batch_size=8, lr=0.01, optimizer="adamw", weight_decay=0.1, progress=False, **cfg)
+    config = LoopConfig(batch_size=8, lr=0.01, optimizer="adamw", weight_decay=0.1, progress=False, **cfg)
     module = DistillModule(student, loss, ["x"], TAPS)
     return TrainJob("student", module, OnlineTeacher(teacher, ["x"], TEACHER_TAPS), data, config, total_steps,
-                    tmp_path)
+                    tmp_path, schedule=TermSchedule(loss.terms, progressive={"fitnet": 3}))
 
 
 def block(state, i):
@@ -170,7 +178,8 @@ def test_layers_below_the_stage_do_not_move_at_all(tmp_path):
     for i in range(3):  # joint phase: everything moves
         assert not same(block(snaps[9], i), block(snaps[12], i)), i
     assert not torch.equal(snaps[3]["student.head.weight"], snaps[9]["student.head.weight"])  # kd is not frozen
-    assert job.module.frozen == []  # after the schedule
+    assert job.schedule.apply(job.module, 12) == []  # after the schedule
+    assert len(job.schedule.apply(job.module, 6)) == 4  # stage 2: block 0 and block 1 (weight, bias each) held
 
 
 def test_resume_mid_schedule_continues_the_same_schedule(tmp_path, monkeypatch):
@@ -198,11 +207,16 @@ def test_resume_mid_schedule_continues_the_same_schedule(tmp_path, monkeypatch):
 
 
 def test_pairs_listed_top_layer_first_are_refused():
-    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS[::-1], projector="none")}, {"fitnet": 1.0},
-                       progressive={"fitnet": 2})
+    loss = WeightedSum({"fitnet": FitNetLoss(PAIRS[::-1], projector="none")}, {"fitnet": 1.0})
+    schedule = TermSchedule(loss.terms, progressive={"fitnet": 2})
     student = MLP(input_shape=(6,), num_classes=2, hidden=(8, 8, 8))
     with pytest.raises(RecipeError, match=r"bottom layer first.*pair 1 \(student tap 's1'"):
-        DistillModule(student, loss, ["x"], TAPS)
+        schedule.check_layer_order(student, TAPS)
+    teacher = MLP(input_shape=(6,), num_classes=2, hidden=(8, 8, 8))  # preflight runs the same check
+    data = TensorData({"x": torch.randn(8, 6), "labels": torch.zeros(8, dtype=torch.long)})
+    with DistillModule(student, loss, ["x"], TAPS) as module, OnlineTeacher(teacher, ["x"], TEACHER_TAPS) as source:
+        with pytest.raises(RecipeError, match=r"bottom layer first.*pair 1 \(student tap 's1'"):
+            preflight(module, source, data, (set(TAPS), set(TEACHER_TAPS)), schedule=schedule)
 
 
 def recipe(tiny_recipe_dict, **term):
@@ -235,7 +249,7 @@ def test_recipe_errors(tiny_recipe_dict):
 
 def test_recipe_runs_progressively(tmp_path, tiny_recipe_dict):
     """The recipe path end to end: the option reaches the loss, and the run trains with a feature term logged."""
-    from kdforge.pipeline import run_recipe
+    from kdforge.app.run import run_recipe
 
     data = recipe(tiny_recipe_dict, progressive_steps=3, projector="linear")
     data["baseline"] = False
@@ -254,8 +268,8 @@ def test_tiny_bert_student_learns_layer_by_layer():
     t_taps = {f"t{i}": f"bert.encoder.layer.{i}" for i in range(4)}
     fitnet = FitNetLoss({"map": "uniform", "student": ["s0", "s1"], "teacher": ["t0", "t1", "t2", "t3"]},
                         projector="none")
-    module = DistillModule(student.train(), WeightedSum({"fitnet": fitnet}, {"fitnet": 1.0},
-                                                        progressive={"fitnet": 8}), INPUTS, s_taps)
+    module = DistillModule(student.train(), WeightedSum({"fitnet": fitnet}, {"fitnet": 1.0}), INPUTS, s_taps)
+    schedule = TermSchedule(module.loss.terms, progressive={"fitnet": 8})
     source = OnlineTeacher(teacher, INPUTS, t_taps)
     batch = text_batch()
     opt = torch.optim.Adam(module.parameters(), lr=1e-2)
@@ -269,17 +283,18 @@ def test_tiny_bert_student_learns_layer_by_layer():
     for step in range(24):  # stage 0: steps 0-7, stage 1: steps 8-15, joint: 16-23
         if step == 8:
             layer0 = {k: v.clone() for k, v in student.bert.encoder.layer[0].state_dict().items()}
-        module.set_step(step)
+        frozen = schedule.apply(module, step)
         loss = module(batch, source(batch))["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        module.drop_frozen_grads()
+        for p in frozen:
+            p.grad = None
         opt.step()
         if step == 15:
             after = student.bert.encoder.layer[0].state_dict()
             assert all(torch.equal(layer0[k], after[k]) for k in layer0)
     end = full_loss()
     source.close()
-    module.capture.remove()
+    module.close()
     print(f"progressive fitnet feature loss: {start:.4f} -> {end:.4f}")
     assert end < 0.5 * start

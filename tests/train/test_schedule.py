@@ -5,27 +5,30 @@ import json
 import pytest
 import torch
 
+from kdforge.app.run import run_recipe
 from kdforge.errors import RecipeError
 from kdforge.losses.base import Outputs, Targets, WeightedSum
 from kdforge.losses.ce import CELoss
 from kdforge.losses.kd import KDLoss
-from kdforge.pipeline import run_recipe
 from kdforge.recipe import recipe_from_dict
+from kdforge.train.schedule import TermSchedule
 
 
 def test_windows_switch_terms_on_and_off():
-    loss = WeightedSum({"kd": KDLoss(2.0), "ce": CELoss()}, {"kd": 1.0, "ce": 1.0}, {"kd": (3, None), "ce": (0, 3)})
+    loss = WeightedSum({"kd": KDLoss(2.0), "ce": CELoss()}, {"kd": 1.0, "ce": 1.0})
+    schedule = TermSchedule(loss.terms, {"kd": (3, None), "ce": (0, 3)})
     s, t = Outputs(logits=torch.randn(4, 3)), Outputs(logits=torch.randn(4, 3))
     targets = Targets(labels=torch.tensor([0, 1, 2, 0]))
-    loss.set_step(2)
+    schedule.select(loss, 2)
     early = loss(s, t, targets)
-    loss.set_step(3)
+    schedule.select(loss, 3)
     late = loss(s, t, targets)
     assert set(early) == {"loss", "ce"} and set(late) == {"loss", "kd"}
     assert early["loss"].item() == pytest.approx(CELoss()(s, t, targets).item())
     assert late["loss"].item() == pytest.approx(KDLoss(2.0)(s, t, targets).item())
     with loss.all_terms():
         assert set(loss(s, t, targets)) == {"loss", "ce", "kd"}
+    assert set(loss(s, t, targets)) == {"loss", "kd"}  # the schedule's selection is back
 
 
 def test_two_stage_recipe_logs_each_stage(tmp_path, tiny_recipe_dict):

@@ -1,16 +1,15 @@
 """The offline teacher cache: run the teacher once, store its outputs, train students from the store.
 
-See docs/cache.md. `cache_recipe` is `kdforge cache` from Python; `CachedTeacher` is the `TeacherSource`
-training reads; `kdforge.cache.topk` rebuilds distributions from top-k logits (also for LM losses).
+See docs/cache.md. `CacheStore`/`write_cache` hold and build the store; `CachedTeacher` is the `TeacherSource`
+training reads; `kdforge.cache.topk` rebuilds distributions from top-k logits (also for LM losses). A recipe's
+cache is the application's: `kdforge.app.cache` opens it, `kdforge.app.teacher.cache_recipe` is `kdforge cache`.
 """
 
-from kdforge.cache.build import CacheInfo, cache_recipe, cached_teacher, ensure_cache, replay_teacher
 from kdforge.cache.store import CacheError, CacheSettings, CacheStore, write_cache
 from kdforge.cache.teacher import CachedTeacher, ReplayTeacher
 from kdforge.cache.topk import TopK, compress_topk, reconstruct_log_probs, reconstruct_logits, sparse_kl
 
 __all__ = [
-    "CacheError", "CacheInfo", "CacheSettings", "CacheStore", "CachedTeacher", "ReplayTeacher", "TopK",
-    "cache_recipe", "cached_teacher", "compress_topk", "ensure_cache", "reconstruct_log_probs",
-    "reconstruct_logits", "replay_teacher", "sparse_kl", "write_cache",
+    "CacheError", "CacheSettings", "CacheStore", "CachedTeacher", "ReplayTeacher", "TopK", "compress_topk",
+    "reconstruct_log_probs", "reconstruct_logits", "sparse_kl", "write_cache",
 ]

@@ -31,7 +31,7 @@ class AugmentSpec:
     seed: int = 0
 
     @classmethod
-    def from_arg(cls, value: object, where: str = "recipe.data.args.augment") -> AugmentSpec:
+    def from_arg(cls, value: object, where: str = "augment") -> AugmentSpec:
         """Validate the recipe mapping; unknown keys and out-of-range values are RecipeErrors naming `where`."""
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: expected a mapping like {{copies: 4, p_mask: 0.1}}; got {value!r}.")

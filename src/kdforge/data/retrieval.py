@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from kdforge.data import DataBundle
+from kdforge.data.bundle import DataBundle, permutation_split, shared_rows_bundle
 from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
-from kdforge.data.tensors import TensorData
-from kdforge.data.text import TextTokenizer, load_tokenizer, permutation_split, shared_rows_bundle
+from kdforge.data.sources import TEXT_DATASETS
+from kdforge.data.text import TextTokenizer, load_tokenizer
 from kdforge.errors import RecipeError
-from kdforge.models import DataInfo
+from kdforge.types import DataInfo, TensorData
 
 
 def ranking_triples(records: list[DocSentence], negatives: int, limit: int | None,
@@ -84,21 +84,22 @@ def join_pairs(query_ids: Tensor, query_mask: Tensor, doc_ids: Tensor, doc_mask:
     return ids, attention, types
 
 
+@TEXT_DATASETS.register("stdlib_retrieval")
 def stdlib_retrieval(tokenizer: str = "wordpiece", vocab_size: int | None = None, query_len: int = 32,
                      doc_len: int = 32, negatives: int = 3, limit: int | None = None, test_size: float = 0.1,
-                     val_size: float = 0.1, seed: int = 0,
-                     base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+                     val_size: float = 0.1, seed: int = 0, base_dir: str | Path | None = None,
+                     where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of ranking rows (see the module docstring). The tokenizer is trained on the
     training queries and candidates only. `num_classes` in the DataInfo is the candidates per query (1 +
     negatives); `input_shape` is [query_len + doc_len - 1], the joined pair length (position embeddings)."""
     if not isinstance(negatives, int) or negatives < 1:
-        raise RecipeError(f"recipe.data.args.negatives must be an integer >= 1; got {negatives!r}.")
+        raise RecipeError(f"{where}.args.negatives must be an integer >= 1; got {negatives!r}.")
     triples = ranking_triples(stdlib_documented_sentences(), negatives, limit, seed)
     if len(triples) < 10:
-        raise RecipeError(f"recipe.data.args.limit: {len(triples)} queries are too few to split; raise it.")
+        raise RecipeError(f"{where}.args.limit: {len(triples)} queries are too few to split; raise it.")
     train, val, test = permutation_split(len(triples), test_size, val_size, seed)
     tok = load_tokenizer(tokenizer, [text for i in train.tolist() for text in (triples[i][0], *triples[i][1])],
-                         vocab_size, base_dir)
+                         vocab_size, base_dir, where)
     q_ids, q_mask, _ = tok.encode([query for query, _ in triples], query_len)
     n_docs = 1 + negatives
     d_ids, d_mask, _ = tok.encode([doc for _, docs in triples for doc in docs], doc_len)

@@ -1,12 +1,21 @@
-"""Built-in data sources: scikit-learn's bundled datasets (no download), registered as `sklearn:<name>`."""
+"""The data-source registries, and scikit-learn's bundled datasets (no download) as `sklearn:<name>`.
+
+Two registries, because the two kinds are called differently: a `DATASETS` loader takes no arguments and returns
+`ArrayData` that `load_data` splits and standardises; a `TEXT_DATASETS` source (`data.source: text:<name>`) takes
+its recipe arguments plus the split settings and returns `(DataBundle, tokenizer)` already split and encoded.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from kdforge.registry import DATASETS
+from kdforge.registry import DATASETS, EntryInfo, Registry
+
+TEXT_DATASETS: Registry[Callable[..., Any], EntryInfo] = Registry("text source")  # filled by .text, .retrieval, .lm
 
 
 @dataclass

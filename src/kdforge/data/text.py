@@ -19,13 +19,15 @@ transformers tokenizer), or `stdlib_wordpiece`: one WordPiece trained on the doc
 TOPICS areas, the same in every source, so a model pre-trained on one source (a well-read student on
 `text:stdlib_mlm` with `exclude_topics: true`) reads the same ids in another (`text:stdlib_topics`) and never saw
 the task's sentences.
+
+Every source takes `where` (filled in by `text_source`): the name its error messages give the data section, as in
+`{where}.args.tokenizer`.
 """
 
 from __future__ import annotations
 
-import inspect
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +35,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdforge.data import DataBundle, _split, corpus, student_and_scratch_train
+from kdforge.data import corpus
 from kdforge.data.augment import AugmentSpec, augment_sentences
+from kdforge.data.bundle import DataBundle, labelled_split, permutation_split, shared_rows_bundle, stratified_split
 from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
-from kdforge.data.tensors import TensorData
+from kdforge.data.sources import TEXT_DATASETS
 from kdforge.errors import RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
-from kdforge.losses.base import IGNORE_INDEX
-from kdforge.models import DataInfo
-from kdforge.recipe import DataSpec
+from kdforge.types import IGNORE_INDEX, DataInfo, TensorData
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -99,7 +100,7 @@ class TextTokenizer:
     """One interface over a `tokenizers.Tokenizer` and a transformers tokenizer: fixed-length id rows, the word
     each token came from, and the special ids the sources need. `backend` is the wrapped tokenizer."""
 
-    def __init__(self, backend: Any, where: str = "recipe.data.args.tokenizer") -> None:
+    def __init__(self, backend: Any, where: str = "tokenizer") -> None:
         from tokenizers import Tokenizer
 
         self.backend = backend
@@ -169,21 +170,22 @@ class TextTokenizer:
 
 
 def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int | None,
-                   base_dir: str | Path | None = None) -> TextTokenizer:
+                   base_dir: str | Path | None = None, where: str = "data") -> TextTokenizer:
     """The `tokenizer` data arg: `wordpiece` (trained on `train_texts`), `hf:<folder or hub name>` (a folder is
-    looked up relative to the recipe first) or `py:package.module:attr` (called with no arguments)."""
-    where = "recipe.data.args.tokenizer"
+    looked up relative to the recipe first) or `py:package.module:attr` (called with no arguments). Errors name
+    `{where}.args.tokenizer` and `{where}.args.vocab_size`."""
+    field = f"{where}.args.tokenizer"
     if not isinstance(tokenizer, str) or not (tokenizer in WORDPIECES or tokenizer.startswith("hf:")
                                               or is_py_ref(tokenizer)):
-        raise RecipeError(f"{where}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'stdlib_wordpiece', "
+        raise RecipeError(f"{field}: unknown tokenizer {tokenizer!r}; use 'wordpiece', 'stdlib_wordpiece', "
                           "'hf:<folder or hub name>' "
                           "or 'py:package.module:attr'.")
     if tokenizer not in WORDPIECES and vocab_size is not None:
-        raise RecipeError(f"recipe.data.args.vocab_size only sizes the in-process wordpiece tokenizer; remove it "
+        raise RecipeError(f"{where}.args.vocab_size only sizes the in-process wordpiece tokenizer; remove it "
                           f"(the tokenizer {tokenizer!r} brings its own vocabulary).")
     if tokenizer in WORDPIECES:
         texts = train_texts if tokenizer == "wordpiece" else outside_topics()
-        return TextTokenizer(train_wordpiece(texts, 2000 if vocab_size is None else vocab_size), where)
+        return TextTokenizer(train_wordpiece(texts, 2000 if vocab_size is None else vocab_size), field)
     if tokenizer.startswith("hf:"):
         name = tokenizer.removeprefix("hf:")
         local = Path(name).expanduser()
@@ -194,11 +196,11 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
 
             backend = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)
         except (OSError, ValueError) as exc:
-            raise RecipeError(f"{where}: cannot load {tokenizer!r} ({str(exc).splitlines()[0]}). Give a local "
+            raise RecipeError(f"{field}: cannot load {tokenizer!r} ({str(exc).splitlines()[0]}). Give a local "
                               "folder with the tokenizer files, or a hub name on a machine with network.") from None
-        return TextTokenizer(backend, where)
-    factory = resolve_py_ref(tokenizer, where=where, search_dir=base_dir)
-    return TextTokenizer(factory() if callable(factory) else factory, where)
+        return TextTokenizer(backend, field)
+    factory = resolve_py_ref(tokenizer, where=field, search_dir=base_dir)
+    return TextTokenizer(factory() if callable(factory) else factory, field)
 
 
 def _sample(items: list, limit: int | None, seed: int) -> list:
@@ -207,23 +209,8 @@ def _sample(items: list, limit: int | None, seed: int) -> list:
     return items[:limit] if limit is not None else items
 
 
-def permutation_split(n: int, test_size: float, val_size: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(train, val, test) row ids from a seeded permutation, each sorted."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test, n_val = int(round(n * test_size)), int(round(n * val_size))
-    parts = order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
-    return tuple(part.sort().values for part in parts)  # type: ignore[return-value]
-
-
 def _cat(parts: Sequence[TensorData], name: str) -> TensorData:
     return TensorData({key: torch.cat([p.tensors[key] for p in parts]) for key in parts[0].tensors}, name=name)
-
-
-def shared_rows_bundle(info: DataInfo, data: TensorData, train: Tensor, val: Tensor, test: Tensor) -> DataBundle:
-    """A bundle whose teacher, student and scratch models all train on the same rows."""
-    train_data = data.subset(train, name="train")
-    return DataBundle(info=info, teacher_train=train_data, student_train=train_data, scratch_train=train_data,
-                      val=data.subset(val, name="val") if len(val) else None, test=data.subset(test, name="test"))
 
 
 WORDPIECES = ("wordpiece", "stdlib_wordpiece")
@@ -248,23 +235,25 @@ def topic_records() -> tuple[list[DocSentence], np.ndarray]:
     return records, labels
 
 
+@TEXT_DATASETS.register("stdlib_topics")
 def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                   augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
                   seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
-                  base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+                  base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) for topic classification of stdlib docstring sentences (labels: TOPICS order);
     the split, `student_labels`, `transfer_set` and `augment` as in `sentence_classification`."""
     records, labels = topic_records()
-    return sentence_classification([r.text for r in records], labels, len(TOPICS), "text:stdlib_topics", tokenizer,
+    return sentence_classification([r.text for r in records], labels, len(TOPICS), tokenizer,
                                    vocab_size, seq_len, augment, test_size, val_size, seed, student_labels,
-                                   transfer_set, base_dir)
+                                   transfer_set, base_dir, where)
 
 
-def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classes: int, source: str,
+def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classes: int,
                             tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                             augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
                             seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
-                            base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+                            base_dir: str | Path | None = None,
+                            where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of one label per text (-1 in `labels`: an unlabelled text), for every
     sentence-classification source.
 
@@ -276,23 +265,21 @@ def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classe
     kdforge.data.augment) adds Tang et al.'s augmented copies of the student's training sentences, unlabelled,
     to the student's rows only.
     """
-    augment_spec = AugmentSpec.from_arg(augment) if augment is not None else None  # fail before any work
+    augment_spec = AugmentSpec.from_arg(augment, f"{where}.args.augment") if augment is not None else None
     labelled = np.flatnonzero(labels >= 0)
     unlabelled = torch.from_numpy(np.flatnonzero(labels < 0))
-    rest, test, y_rest, _ = _split(labelled, labels[labelled], test_size, seed)
+    rest, test, y_rest, _ = stratified_split(labelled, labels[labelled], test_size, seed)
     train, val = rest, np.array([], dtype=np.int64)
     if val_size > 0:
-        train, val, _, _ = _split(rest, y_rest, val_size / (1 - test_size), seed)
+        train, val, _, _ = stratified_split(rest, y_rest, val_size / (1 - test_size), seed)
     train, val, test = (torch.from_numpy(np.sort(part)) for part in (train, val, test))
     tok = load_tokenizer(tokenizer, [texts[i] for i in torch.cat([train, unlabelled]).tolist()], vocab_size,
-                         base_dir)
+                         base_dir, where)
     ids, attention, _ = tok.encode(texts, seq_len)
     targets = torch.from_numpy(np.where(labels >= 0, labels, IGNORE_INDEX).astype(np.int64))
     data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": targets})
     bundle = shared_rows_bundle(DataInfo((seq_len,), num_classes), data, train, val, test)
-
-    spec = DataSpec(source=source, student_labels=student_labels, transfer_set=transfer_set, split_seed=seed)
-    student_train, scratch_train = student_and_scratch_train(bundle.teacher_train, spec)
+    student_train, scratch_train = labelled_split(bundle.teacher_train, student_labels, transfer_set, seed, where)
     if transfer_set and len(unlabelled):
         student_train = _cat([student_train, data.subset(unlabelled)], name="train (student)")
     if augment_spec is not None:
@@ -308,11 +295,12 @@ def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classe
     return bundle, tok
 
 
+@TEXT_DATASETS.register("file")
 def text_file(path: str, text_field: str = "text", label_field: str = "label", format: str | None = None,
               tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 128,
               augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0,
               student_labels: int | None = None, transfer_set: bool = True,
-              base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+              base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """`text:file`: the user's labelled texts from a CSV, TSV or JSON Lines file (`kdforge.data.text_file`), as
     a sentence-classification source; `path` is relative to the recipe's folder."""
     from kdforge.data.text_file import read_labelled_texts
@@ -320,10 +308,10 @@ def text_file(path: str, text_field: str = "text", label_field: str = "label", f
     local = Path(path).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = Path(base_dir) / local
-    read = read_labelled_texts(local, text_field, label_field, format)
-    return sentence_classification(read.texts, read.labels, len(read.classes), "text:file", tokenizer, vocab_size,
+    read = read_labelled_texts(local, text_field, label_field, format, where)
+    return sentence_classification(read.texts, read.labels, len(read.classes), tokenizer, vocab_size,
                                    seq_len, augment, test_size, val_size, seed, student_labels, transfer_set,
-                                   base_dir)
+                                   base_dir, where)
 
 
 def _name_parts(record: DocSentence) -> set[str]:
@@ -343,15 +331,16 @@ def name_tags(record: DocSentence) -> list[int]:
     return [int("".join(c for c in word.lower() if c.isalnum()) in parts) for word in record.text.split()]
 
 
+@TEXT_DATASETS.register("stdlib_tags")
 def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                 limit: int | None = None, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0,
-                base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+                base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) for token classification with `name_tags` (2 classes). Only the first word piece of
     each word is labelled; later pieces, [CLS], [SEP] and padding get -100, and `mask` marks labelled positions."""
     records = _sample(stdlib_documented_sentences(), limit, seed)
     train, val, test = permutation_split(len(records), test_size, val_size, seed)
     words = [r.text.split() for r in records]
-    tok = load_tokenizer(tokenizer, [records[i].text for i in train.tolist()], vocab_size, base_dir)
+    tok = load_tokenizer(tokenizer, [records[i].text for i in train.tolist()], vocab_size, base_dir, where)
     ids, attention, word_ids = tok.encode(words, seq_len, words=True)
     labels = torch.full_like(ids, IGNORE_INDEX)
     for row, (record, row_words) in enumerate(zip(records, word_ids, strict=True)):
@@ -366,10 +355,11 @@ def stdlib_tags(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq
     return shared_rows_bundle(DataInfo((seq_len,), 2), data, train, val, test), tok
 
 
+@TEXT_DATASETS.register("stdlib_mlm")
 def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                limit: int | None = None, dupe_factor: int = 5, mlm_probability: float = 0.15,
                exclude_topics: bool = False, test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
-               base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+               base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of statically masked MLM rows, as the original BERT pre-training data:
     `dupe_factor` copies of each training sentence with different masks (BERT's 15 % / 80-10-10 rule, via
     `kdforge.models.hf_student.mlm_mask`); val and test are masked once with a fixed seed. `num_classes` in
@@ -378,11 +368,11 @@ def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_
     from kdforge.models.hf_student import mlm_mask
 
     if not isinstance(dupe_factor, int) or dupe_factor < 1:
-        raise RecipeError(f"recipe.data.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
+        raise RecipeError(f"{where}.args.dupe_factor must be an integer >= 1; got {dupe_factor!r}.")
     sentences = _sample(outside_topics(), limit, seed) if exclude_topics else corpus.stdlib_sentences(limit, seed)
     n = len(sentences)
     train, val, test = permutation_split(n, test_size, val_size, seed)
-    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
+    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir, where)
     ids, attention, _ = tok.encode(sentences, seq_len)
     clean = {"input_ids": ids, "attention_mask": attention, "index": torch.arange(n)}
 
@@ -392,7 +382,7 @@ def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_
             return mlm_mask(batch, tok.mask_id, tok.vocab_size, tok.special_ids, mlm_probability,
                             torch.Generator().manual_seed(generator_seed))
         except ValueError as exc:
-            raise RecipeError(f"recipe.data.args.mlm_probability: {exc}") from exc
+            raise RecipeError(f"{where}.args.mlm_probability: {exc}") from exc
 
     copies = []
     for k in range(dupe_factor):
@@ -406,41 +396,20 @@ def stdlib_mlm(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_
                       test=TensorData(masked(test, held_out_seed + 1), name="test")), tok
 
 
+@TEXT_DATASETS.register("stdlib_sentences")
 def stdlib_sentences(tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                      limit: int | None = None, test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
-                     base_dir: str | Path | None = None) -> tuple[DataBundle, TextTokenizer]:
+                     base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of unlabelled sentences (no `labels` key) for sentence-embedding distillation,
     where the teacher's embeddings are the only targets. `num_classes` in the DataInfo is 0 (there are none)."""
     sentences = corpus.stdlib_sentences(limit, seed)
     train, val, test = permutation_split(len(sentences), test_size, val_size, seed)
-    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir)
+    tok = load_tokenizer(tokenizer, [sentences[i] for i in train.tolist()], vocab_size, base_dir, where)
     ids, attention, _ = tok.encode(sentences, seq_len)
     data = TensorData({"input_ids": ids, "attention_mask": attention, "mask": attention.bool()})
     return shared_rows_bundle(DataInfo((seq_len,), 0), data, train, val, test), tok
 
 
-# Arguments text_source fills in from the recipe's data section; a recipe's `data.args` cannot set them.
-INJECTED_ARGS = ("test_size", "val_size", "seed", "student_labels", "transfer_set", "base_dir")
-
-
-def check_source_args(name: str, source: Callable[..., Any], args: dict[str, Any]) -> None:
-    """A RecipeError naming recipe.data.args and listing the valid arguments when `args` has unknown keys."""
-    valid = [p for p in inspect.signature(source).parameters if p not in INJECTED_ARGS]
-    unknown = sorted(set(args) - set(valid))
-    if unknown:
-        from kdforge.validation import did_you_mean
-
-        hint = did_you_mean(unknown[0], valid)
-        raise RecipeError(f"recipe.data.args: text:{name} has no argument(s) {', '.join(map(repr, unknown))}."
-                          f"{hint} Valid arguments: {', '.join(valid)}. (The split comes from data.test_size, "
-                          "data.val_size and data.split_seed.)")
-
-
-def accepts_student_labels(source: Callable[..., Any]) -> bool:
-    return "student_labels" in inspect.signature(source).parameters
-
-
-__all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "accepts_student_labels", "check_source_args",
-           "load_tokenizer", "name_tags", "outside_topics", "permutation_split", "sentence_classification",
-           "shared_rows_bundle", "stdlib_mlm", "stdlib_sentences", "stdlib_tags", "stdlib_topics", "text_file",
+__all__ = ["SPECIAL_TOKENS", "TOPICS", "TextTokenizer", "load_tokenizer", "name_tags", "outside_topics",
+           "sentence_classification", "stdlib_mlm", "stdlib_sentences", "stdlib_tags", "stdlib_topics", "text_file",
            "topic_records", "train_wordpiece"]

@@ -35,8 +35,7 @@ class LabelledTexts:
     classes: list[str]
 
 
-def _rows(path: Path, fmt: str) -> list[dict[str, Any]]:
-    where = "recipe.data.args.path"
+def _rows(path: Path, fmt: str, where: str) -> list[dict[str, Any]]:
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             if fmt == "jsonl":
@@ -55,34 +54,35 @@ def _rows(path: Path, fmt: str) -> list[dict[str, Any]]:
 
 
 def read_labelled_texts(path: str | Path, text_field: str = "text", label_field: str = "label",
-                        format: str | None = None) -> LabelledTexts:
-    """Read texts and labels; errors name the recipe argument and list the fields the file has."""
+                        format: str | None = None, where: str = "data") -> LabelledTexts:
+    """Read texts and labels; errors name the source argument (`{where}.args.<name>`) and list the fields the file
+    has."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"recipe.data.args.path: file {str(path)!r} does not exist (relative paths are relative "
+        raise RecipeError(f"{where}.args.path: file {str(path)!r} does not exist (relative paths are relative "
                           "to the recipe's folder).")
     fmt = format or FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "tsv", "jsonl"):
-        raise RecipeError(f"recipe.data.args.format: cannot tell the format of {path.name!r}; give format: csv, tsv "
+        raise RecipeError(f"{where}.args.format: cannot tell the format of {path.name!r}; give format: csv, tsv "
                           "or jsonl (or use one of the extensions .csv, .tsv, .jsonl).")
-    rows = _rows(path, fmt)
+    rows = _rows(path, fmt, f"{where}.args.path")
     if not rows:
-        raise RecipeError(f"recipe.data.args.path: {str(path)!r} holds no rows.")
+        raise RecipeError(f"{where}.args.path: {str(path)!r} holds no rows.")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise RecipeError(f"recipe.data.args.path: row {i + 1} of {path.name!r} is not an object of fields.")
+            raise RecipeError(f"{where}.args.path: row {i + 1} of {path.name!r} is not an object of fields.")
         for field, arg in ((text_field, "text_field"), (label_field, "label_field")):
             if field not in row:
-                raise RecipeError(f"recipe.data.args.{arg}: row {i + 1} of {path.name!r} has no field {field!r}; "
+                raise RecipeError(f"{where}.args.{arg}: row {i + 1} of {path.name!r} has no field {field!r}; "
                                   f"its fields are {', '.join(map(repr, row))}.")
     texts = [str(row[text_field]) for row in rows]
     raw = [row[label_field] for row in rows]
     given = [value for value in raw if value is not None and str(value).strip() != ""]
     if not given:
-        raise RecipeError(f"recipe.data.args.label_field: no row of {path.name!r} has a {label_field!r} label.")
+        raise RecipeError(f"{where}.args.label_field: no row of {path.name!r} has a {label_field!r} label.")
     if all(_is_int(value) for value in given):
         if any(int(value) < 0 for value in given):
-            raise RecipeError(f"recipe.data.args.label_field: integer labels must be >= 0 in {path.name!r} (leave "
+            raise RecipeError(f"{where}.args.label_field: integer labels must be >= 0 in {path.name!r} (leave "
                               "the label empty for an unlabelled row).")
         ids = [int(value) if value is not None and str(value).strip() != "" else -1 for value in raw]
         classes = [str(k) for k in range(max(ids) + 1)]
@@ -91,7 +91,7 @@ def read_labelled_texts(path: str | Path, text_field: str = "text", label_field:
         number = {name: k for k, name in enumerate(classes)}
         ids = [number[str(value).strip()] if value is not None and str(value).strip() != "" else -1 for value in raw]
     if len(classes) < 2:
-        raise RecipeError(f"recipe.data.args.label_field: {path.name!r} has one class ({classes[0]!r}); a classifier "
+        raise RecipeError(f"{where}.args.label_field: {path.name!r} has one class ({classes[0]!r}); a classifier "
                           "needs at least two.")
     return LabelledTexts(texts, np.asarray(ids, dtype=np.int64), classes)
 

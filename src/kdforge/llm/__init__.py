@@ -1,1 +1,1 @@
-"""Language-model distillation helpers: vocabulary checks, a token-sequence data source, metrics."""
+"""Language-model distillation helpers: vocabulary checks, sequence-level KD, DistillSpec, tiny causal LMs."""

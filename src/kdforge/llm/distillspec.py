@@ -21,12 +21,14 @@ alpha; these functions measure what it is for.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdforge.data.tensors import TensorData, sequential_batches
 from kdforge.models.forward import call_model, logits_of
+from kdforge.types import TensorData
 
 
 def acceptance_probabilities(draft_logits: Tensor, target_logits: Tensor) -> Tensor:
@@ -54,7 +56,7 @@ def expected_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
 
 
 def evaluate_draft(loss: nn.Module, student: nn.Module, teacher: nn.Module | None, test: TensorData,
-                   inputs: list[str], taps: dict[str, str]) -> dict | None:
+                   inputs: list[str], taps: Mapping[str, str]) -> dict | None:
     """After a token-level distillation: the student as a speculative-decoding draft for the teacher, on the
     test split (the `evaluate=` hook of `token_kd` and `gkd`). None without a teacher model or a token mask."""
     if teacher is None or "mask" not in test.tensors:
@@ -73,7 +75,8 @@ def measure_acceptance(draft: nn.Module, target: nn.Module, data: TensorData, in
     draft.eval(), target.eval()
     beta_sum, agree, count = 0.0, 0, 0
     try:
-        for batch in sequential_batches(data, batch_size):
+        for start in range(0, len(data), batch_size):  # one ordered pass
+            batch = data[slice(start, start + batch_size)]
             keep = batch["mask"].bool()
             q = logits_of(call_model(draft, batch, inputs))[keep]
             p = logits_of(call_model(target, batch, inputs))[keep]

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.cache.hashing import teacher_fingerprint
-from kdforge.data.tensors import TensorData
-from kdforge.llm.data import EOS, PAD, lm_rows
+from kdforge.llm.rows import EOS, PAD, continuation_lengths, lm_rows
+from kdforge.types import TensorData
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,6 @@ class Decoding:
         if self.strategy == "beam":
             return {**kwargs, "do_sample": False, "num_beams": self.num_beams}
         return {**kwargs, "do_sample": True, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
-
-
-def continuation_lengths(sequences: Tensor, prompt_len: int) -> Tensor:
-    """(N,) real tokens per row: up to and including the first EOS after the prompt, else the whole row."""
-    generated = sequences[:, prompt_len:]
-    is_eos = generated == EOS
-    first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, generated.shape[1])
-    return prompt_len + first
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Vocabulary checks for token-level KD, run by `build.preflight` on the first batch.
+"""Vocabulary checks for token-level KD, run by the preflight on the first batch.
 
 Token-level KD compares next-token distributions entry by entry, so the two models need one vocabulary.
 Two cases are told apart:
@@ -20,10 +20,12 @@ from kdforge.errors import ShapeMismatchError
 from kdforge.losses.token_kd import TokenKDLoss, vocab_mismatch_message
 
 
-def check_vocabularies(loss, student_logits: Tensor | None, teacher_logits: Tensor | None) -> list[str]:
+def check_vocabularies(loss, student_logits: Tensor | None, teacher_logits: Tensor | None,
+                       where: str = "losses") -> list[str]:
     """Check every `token_kd` term of `loss` (a WeightedSum or one loss) against the logits' last dims.
 
-    Returns the warnings issued (also sent through `warnings.warn`); raises `ShapeMismatchError` on a mismatch.
+    Messages name a term as `{where}[{term}]` (the application passes "recipe.losses"). Returns the warnings
+    issued (also sent through `warnings.warn`); raises `ShapeMismatchError` on a mismatch.
     """
     terms = dict(loss.terms) if hasattr(loss, "terms") else {"token_kd": loss}
     if student_logits is None or teacher_logits is None:
@@ -34,19 +36,19 @@ def check_vocabularies(loss, student_logits: Tensor | None, teacher_logits: Tens
     for name, term in terms.items():
         if not isinstance(term, TokenKDLoss):
             continue
-        where = f"recipe.losses[{name}]"
+        term_where = f"{where}[{name}]"
         if term.vocab_size is None:
             if s_vocab != t_vocab:
-                raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, where))
+                raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, term_where))
             continue
         if term.vocab_size > min(s_vocab, t_vocab):
             raise ShapeMismatchError(
-                f"{where}: vocab_size={term.vocab_size} but the student has {s_vocab} and the teacher {t_vocab} "
+                f"{term_where}: vocab_size={term.vocab_size} but the student has {s_vocab} and the teacher {t_vocab} "
                 f"logits; set vocab_size to the real (unpadded) vocabulary, at most {min(s_vocab, t_vocab)}.")
         trimmed = [f"{who} {size} -> {term.vocab_size} ({size - term.vocab_size} padded rows dropped)"
                    for who, size in (("teacher", t_vocab), ("student", s_vocab)) if size > term.vocab_size]
         if trimmed:
-            message = (f"{where}: comparing only the real vocabulary (the first {term.vocab_size} entries, "
+            message = (f"{term_where}: comparing only the real vocabulary (the first {term.vocab_size} entries, "
                        f"vocab_size in the recipe): {'; '.join(trimmed)}.")
             warnings.warn(message, stacklevel=2)
             messages.append(message)

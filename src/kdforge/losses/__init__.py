@@ -19,7 +19,8 @@ import kdforge.losses.sp  # noqa: F401  (registers 'sp')
 import kdforge.losses.tinybert  # noqa: F401  (registers 'tinybert')
 import kdforge.losses.token_kd  # noqa: F401  (registers 'token_kd')
 from kdforge.losses import ce, kd, logit_mse  # noqa: F401  (imported for registration)
-from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets, WeightedSum
+from kdforge.losses.base import DistillLoss, Outputs, Targets, WeightedSum
 from kdforge.registry import LOSSES
+from kdforge.types import IGNORE_INDEX
 
 __all__ = ["IGNORE_INDEX", "LOSSES", "DistillLoss", "Outputs", "Targets", "WeightedSum"]

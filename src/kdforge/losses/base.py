@@ -1,4 +1,4 @@
-"""The loss contract: what a loss sees (`Outputs`, `Targets`) and how recipe terms combine (`WeightedSum`).
+"""The loss contract: what a loss sees (`Outputs`, `Targets`) and how loss terms combine (`WeightedSum`).
 
 A loss never sees models, hooks, YAML or devices: only the tensors one batch produced. That keeps every
 method a pure function of tensors, testable on hand-built values, and usable from a cached teacher.
@@ -6,14 +6,14 @@ method a pure function of tensors, testable on hand-built values, and usable fro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-IGNORE_INDEX = -100  # label of an unlabelled sample or a masked token, as in torch's cross_entropy
+from kdforge.types import IGNORE_INDEX  # noqa: F401  (re-exported: losses name it from here)
 
 
 @dataclass
@@ -63,6 +63,18 @@ class DistillLoss(nn.Module):
         if stage is not None:
             raise ValueError(f"{type(self).__name__} has no layer pairs to train one stage at a time.")
 
+    @contextmanager
+    def only_stage(self, stage: int | None) -> Iterator[None]:
+        """Count only stage `stage`'s layer pairs during the block, then every pair again (None: every pair)."""
+        if stage is None:
+            yield
+            return
+        self.set_stage(stage)
+        try:
+            yield
+        finally:
+            self.set_stage(None)
+
     def check_models(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Checks that need the models, not their tensors (an attention head count); preflight runs them before
         training. Raise ValueError with the fix; the default checks nothing."""
@@ -74,12 +86,12 @@ class DistillLoss(nn.Module):
 class PairedFeatureLoss(DistillLoss):
     """A loss over (student_tap, teacher_tap) pairs of captured features; `self.pairs` says what it reads.
 
-    Subclasses loop over `active_pairs()`, not `self.pairs`, so a progressive schedule (`set_stage`) can
+    Subclasses loop over `active_pairs()`, not `self.pairs`, so a progressive schedule (`only_stage`) can
     restrict the loss to one pair; the value is then that pair's term alone (losses average over pairs).
     """
 
     pairs: list[tuple[str, str]]
-    stage: int | None = None  # set by WeightedSum before each call when the term is progressive
+    stage: int | None = None  # one stage's pair alone, only while WeightedSum computes a progressive stage
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         return {s for s, _ in self.pairs}, {t for _, t in self.pairs}
@@ -99,20 +111,14 @@ class PairedFeatureLoss(DistillLoss):
 
 
 class WeightedSum(nn.Module):
-    """Sum of weighted loss terms; returns every active term for logging, as `{"loss": total, name: value}`.
+    """Sum of weighted loss terms; returns every computed term for logging, as `{"loss": total, name: value}`.
 
-    A term may be active only in a window of optimizer steps `[start, stop)` (FitNets' hint stage, then KD):
-    the loop calls `set_step` before each step, and inactive terms are not computed at all.
-
-    A term with `progressive` steps N (MobileBERT's progressive knowledge transfer, Sun et al. 2020) trains its
-    layer stages one at a time from its start step: stage k alone during steps [start + kN, start + (k+1)N),
-    then all stages together. The schedule is a function of the step only, so a resumed run continues it;
-    `progressive_taps` tells the training side which student layers to hold still.
+    By default every term is computed, with all its layer pairs. A schedule (`kdforge.train.schedule`) narrows
+    that before each optimizer step with `select`: only the `active` terms are computed (the others cost
+    nothing), and a progressive term in `stages` counts only that stage's layer pairs.
     """
 
-    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float],
-                 windows: dict[str, tuple[int, int | None]] | None = None,
-                 progressive: dict[str, int] | None = None) -> None:
+    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float]) -> None:
         super().__init__()
         if not terms:
             raise ValueError("WeightedSum needs at least one loss term.")
@@ -120,55 +126,34 @@ class WeightedSum(nn.Module):
             raise ValueError(f"WeightedSum: terms {sorted(terms)} and weights {sorted(weights)} name different terms.")
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
-        self.windows = {name: (windows or {}).get(name, (0, None)) for name in terms}
-        self.progressive = {name: n for name, n in (progressive or {}).items() if n is not None}
-        self.stages: dict[str, list[set[str]]] = {}
-        for name, n in self.progressive.items():
-            if name not in terms:
-                raise ValueError(f"WeightedSum: progressive term {name!r} is not one of the terms {sorted(terms)}.")
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"WeightedSum: progressive steps of {name!r} must be an integer >= 1; got {n!r}.")
-            self.stages[name] = terms[name].layer_stages()
-            if not self.stages[name]:
-                raise ValueError(f"{type(terms[name]).__name__} has no layer pairs to train one at a time.")
-        self.step = 0
-        self.every_term = False
+        self.active: frozenset[str] | None = None  # the terms computed; None: all of them
+        self.stages: dict[str, int] = {}  # progressive term -> the one stage whose pairs count now
+        self.step = 0  # the optimizer step the selection is for (messages; GKD's on-policy draw)
 
-    def set_step(self, step: int) -> None:
+    def select(self, active: Collection[str] | None = None, stages: Mapping[str, int] | None = None,
+               step: int = 0) -> None:
+        """Compute only the terms in `active` (None: every term), each term in `stages` with that stage's layer
+        pairs alone, at optimizer step `step`. With no arguments: everything, as preflight checks it."""
+        unknown = sorted((set(active or ()) | set(stages or {})) - set(self.terms))
+        if unknown:
+            raise ValueError(f"WeightedSum: {unknown} are not among the terms {sorted(self.terms)}.")
+        self.active = None if active is None else frozenset(active)
+        self.stages = dict(stages or {})
         self.step = step
-
-    def stage(self, name: str) -> int | None:
-        """The stage a progressive term trains alone at the current step; None: every pair counts."""
-        n = self.progressive.get(name)
-        if n is None or self.every_term:
-            return None
-        k = (self.step - self.windows[name][0]) // n
-        return k if 0 <= k < len(self.stages[name]) and self.active(name) else None
-
-    def progressive_taps(self) -> tuple[set[str], set[str]]:
-        """(frozen, training) student taps now: the layers below each progressive term's current stage, and
-        that stage's own layers (a module tapped by both trains)."""
-        frozen: set[str] = set()
-        training: set[str] = set()
-        for name in self.progressive:
-            k = self.stage(name)
-            if k is not None:
-                frozen |= set().union(*self.stages[name][:k])
-                training |= self.stages[name][k]
-        return frozen, training
-
-    def active(self, name: str) -> bool:
-        start, stop = self.windows[name]
-        return self.every_term or (self.step >= start and (stop is None or self.step < stop))
 
     @contextmanager
     def all_terms(self) -> Iterator[None]:
-        """Every term active regardless of its window (preflight checks terms that start later too)."""
-        self.every_term = True
+        """Every term with every pair during the block (preflight checks terms that start later too); the
+        selection is put back afterwards."""
+        saved = self.active, self.stages, self.step
+        self.select(step=self.step)
         try:
             yield
         finally:
-            self.every_term = False
+            self.active, self.stages, self.step = saved
+
+    def is_active(self, name: str) -> bool:
+        return self.active is None or name in self.active
 
     @property
     def needs_teacher(self) -> bool:
@@ -176,7 +161,7 @@ class WeightedSum(nn.Module):
 
     @property
     def student_views(self) -> int:
-        return max((term.student_views for name, term in self.terms.items() if self.active(name)), default=0)
+        return max((term.student_views for name, term in self.terms.items() if self.is_active(name)), default=0)
 
     def required_taps(self) -> tuple[set[str], set[str]]:
         student_taps: set[str] = set()
@@ -188,9 +173,11 @@ class WeightedSum(nn.Module):
         return student_taps, teacher_taps
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> dict[str, Tensor]:
-        for name in self.progressive:
-            self.terms[name].set_stage(self.stage(name))
-        values = {name: term(student, teacher, targets) for name, term in self.terms.items() if self.active(name)}
+        values = {}
+        for name, term in self.terms.items():
+            if self.is_active(name):
+                with term.only_stage(self.stages.get(name)):
+                    values[name] = term(student, teacher, targets)
         if not values:
             raise ValueError(f"No loss term is active at step {self.step}; check the terms' start_step/stop_step.")
         total = torch.stack([self.weights[name] * value for name, value in values.items()]).sum()

@@ -8,9 +8,9 @@ the student (sampling at `temperature`, no gradient), and the teacher and studen
 on the generated tokens only. `lmbda = 0` is supervised KD on the fixed data; `lmbda = 1` is fully on-policy.
 Whether step s is on-policy depends only on (seed, s), so a resumed run makes the same choices.
 
-The loss is `token_kd` with `divergence="jsd"`; what GKD adds is the step (`gkd_step`, registered as
-`step=`), which the training loop runs instead of the standard one. The teacher must run online (a cached
-teacher has no outputs for student-generated text).
+The loss is `token_kd` with `divergence="jsd"`; what GKD adds is the step: `on_policy_step`, registered as
+`step=`, is handed the standard step and returns GKD's, which the training loop runs instead. The teacher must
+run online (a cached teacher has no outputs for student-generated text).
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import random
 import torch
 from torch import Tensor, nn
 
-from kdforge.data.tensors import Batch
-from kdforge.losses.token_kd import TokenKDLoss, evaluate_as_draft
+from kdforge.llm.distillspec import evaluate_draft
+from kdforge.llm.rows import EOS, PAD, continuation_lengths, lm_rows
+from kdforge.losses.protocols import StepFn, TeacherSource
+from kdforge.losses.token_kd import TokenKDLoss
 from kdforge.registry import LOSSES
+from kdforge.types import Batch
 from kdforge.validation import check_probability
 
 
@@ -39,9 +42,6 @@ def _gkd_term(module: nn.Module) -> GKDLoss:
 def student_rollouts(student: nn.Module, batch: Batch, prompt_len: int, temperature: float, seed: int) -> Batch:
     """The batch's first `prompt_len` tokens continued by the student (sampling) to the batch's length, as
     causal-LM rows whose labels count only the generated tokens; `index` is kept."""
-    from kdforge.llm.data import EOS, PAD, lm_rows
-    from kdforge.llm.seq_kd import continuation_lengths
-
     ids = batch["input_ids"]
     width = ids.shape[1]
     prompts = ids[:, :prompt_len]
@@ -65,18 +65,21 @@ def student_rollouts(student: nn.Module, batch: Batch, prompt_len: int, temperat
     return {**batch, **generated}
 
 
-def gkd_step(module: nn.Module, teacher, batch: Batch) -> dict[str, Tensor]:
-    """One GKD step: with probability lmbda (fixed by seed and step) the batch becomes student rollouts; then
-    teacher forward, student forward and loss as in the standard step."""
-    from kdforge.train.module import standard_step
+def on_policy_step(standard: StepFn) -> StepFn:
+    """GKD's step, built on the standard one (passed in, so this module needs nothing from the train layer):
+    with probability lmbda (fixed by seed and step) the batch becomes student rollouts; then teacher forward,
+    student forward and loss as in `standard`."""
 
-    inner = getattr(module, "module", module)  # unwrapped from DistributedDataParallel
-    term = _gkd_term(inner)
-    step = int(getattr(inner.loss, "step", 0))
-    if term.on_policy(step):
-        batch = student_rollouts(inner.student, batch, term.prompt_len, term.temperature,
-                                 seed=term.seed * 1_000_003 + step)
-    return standard_step(module, teacher, batch)
+    def gkd_step(module: nn.Module, teacher: TeacherSource | None, batch: Batch) -> dict[str, Tensor]:
+        inner = getattr(module, "module", module)  # unwrapped from DistributedDataParallel
+        term = _gkd_term(inner)
+        step = int(getattr(inner.loss, "step", 0))
+        if term.on_policy(step):
+            batch = student_rollouts(inner.student, batch, term.prompt_len, term.temperature,
+                                     seed=term.seed * 1_000_003 + step)
+        return standard(module, teacher, batch)
+
+    return gkd_step
 
 
 @LOSSES.register(
@@ -84,8 +87,8 @@ def gkd_step(module: nn.Module, teacher, batch: Batch) -> dict[str, Tensor]:
     example={"lmbda": 0.5, "beta": 0.5},
     paper="Agarwal et al. 2024, https://arxiv.org/abs/2306.13649",
     summary="on-policy GKD: generalised JSD(beta) on a lmbda-mix of fixed and student-generated sequences",
-    step=gkd_step,
-    evaluate=evaluate_as_draft,
+    step=on_policy_step,
+    evaluate=evaluate_draft,
 )
 class GKDLoss(TokenKDLoss):
     """Generalised KD: token-level generalised JSD (beta) on fixed or student-generated sequences (see module).

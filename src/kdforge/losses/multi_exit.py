@@ -5,13 +5,16 @@ Neural Networks via Self Distillation", ICCV 2019 (https://arxiv.org/abs/1905.08
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdforge.data.tensors import TensorData
-from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets
+from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.early_exit import EarlyExit, early_exit_curve
 from kdforge.registry import LOSSES
+from kdforge.types import IGNORE_INDEX, TensorData
 from kdforge.validation import check_positive, check_probability
 
 
@@ -41,10 +44,8 @@ class ExitHead(nn.Module):
 
 
 def evaluate_exits(loss: MultiExitLoss, student: nn.Module, teacher: nn.Module | None, test: TensorData,
-                   inputs: list[str], taps: dict[str, str]) -> dict:
+                   inputs: list[str], taps: Mapping[str, str]) -> dict:
     """After training: accuracy, mean exit and latency at a range of entropy thresholds (batch size 1)."""
-    from kdforge.early_exit import EarlyExit, early_exit_curve
-
     runner = EarlyExit(student, [taps[tap] for tap in loss.exits], list(loss.heads), inputs)
     try:
         curve = early_exit_curve(runner, test, thresholds=[0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
@@ -72,7 +73,7 @@ class MultiExitLoss(DistillLoss):
     reach the layers below each exit, as in BYOT; BYOT's extra feature-hint term is not included. Train the
     final exit with a separate `ce` (and/or `kd`) term.
 
-    At inference, `kdforge.early_exit.EarlyExit` stops at the first exit whose prediction entropy (divided
+    At inference, `kdforge.losses.early_exit.EarlyExit` stops at the first exit whose prediction entropy (divided
     by log K) is below a threshold (FastBERT's speed knob); `report()` measures the accuracy-vs-speed curve.
 
     Args:

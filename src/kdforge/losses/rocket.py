@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets
+from kdforge.losses.base import DistillLoss, Outputs, Targets
 from kdforge.registry import LOSSES
+from kdforge.types import IGNORE_INDEX
 from kdforge.validation import check_positive, check_same_shape
 
 

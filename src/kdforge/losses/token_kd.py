@@ -25,27 +25,26 @@ Memory: rows (tokens) are processed `chunk_size` at a time, and each chunk's gra
 student logits is computed right away (in the forward pass) into one buffer, so besides the logits
 themselves and that gradient only chunk x V temporaries exist: never a full tokens x vocabulary
 log-probability tensor. A teacher given as cached top-k
-logits (`kdforge.cache.topk.TopK`) is rebuilt one chunk at a time with `reconstruct_log_probs`.
+logits (`kdforge.losses.sparse.TopK`) is rebuilt one chunk at a time with `reconstruct_log_probs`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
-from kdforge.losses.base import IGNORE_INDEX, DistillLoss, Outputs, Targets
+from kdforge.llm.distillspec import evaluate_draft
+from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs
 from kdforge.registry import LOSSES
+from kdforge.types import IGNORE_INDEX
 from kdforge.validation import check_positive, check_probability
 
-if TYPE_CHECKING:
-    from kdforge.cache.topk import TopK
-
-Tail = Literal["uniform", "renormalize"]
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_reverse_kl"]
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_reverse_kl")
 
@@ -122,20 +121,13 @@ def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.devi
     return keep.flatten()
 
 
-def evaluate_as_draft(*args):
-    """DistillSpec's measures of the student as a draft model for the teacher (kdforge.llm.distillspec)."""
-    from kdforge.llm.distillspec import evaluate_draft
-
-    return evaluate_draft(*args)
-
-
 @LOSSES.register(
     "token_kd",
     example={"divergence": "jsd", "beta": 0.5, "temperature": 2.0, "chunk_size": 3},
     paper="Kim & Rush 2016, https://arxiv.org/abs/1606.07947; Agarwal et al. 2024 (GKD), "
           "https://arxiv.org/abs/2306.13649; Ko et al. 2024 (skew KL), https://arxiv.org/abs/2402.03898",
     summary="token-level KD on next-token distributions: forward/reverse KL, JSD(beta), TV, skew KL; chunked",
-    evaluate=evaluate_as_draft,
+    evaluate=evaluate_draft,  # DistillSpec: the student as a speculative-decoding draft
 )
 class TokenKDLoss(DistillLoss):
     """Token-level KD: T² · D(p_teacher, p_student) per token, averaged over the tokens that count.
@@ -152,7 +144,7 @@ class TokenKDLoss(DistillLoss):
         chunk_size: Tokens processed at a time (memory: chunk_size x V temporaries plus the logits' gradient).
         vocab_size: Compare only the first `vocab_size` entries of both models' logits: the real vocabulary
             when the embeddings are padded to different sizes over one tokenizer (e.g. 151936 of 152064).
-        tail: How a teacher given as cached top-k logits is rebuilt (`kdforge.cache.topk`).
+        tail: How a teacher given as cached top-k logits is rebuilt (`kdforge.losses.sparse`).
 
     Example:
         >>> import torch
@@ -187,7 +179,6 @@ class TokenKDLoss(DistillLoss):
 
     def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
         """Sum over rows [start, stop) of weight · divergence (float32 or wider); `student` is that chunk."""
-        from kdforge.cache.topk import TopK, reconstruct_log_probs  # the cache package imports the losses
         dtype = torch.promote_types(student.dtype, torch.float32)
         v = self.vocab_size  # None: the whole (equal) vocabulary; else only the real, unpadded part
         s = F.log_softmax(student[:, :v].to(dtype) / self.temperature, dim=-1)
@@ -225,7 +216,6 @@ class TokenKDLoss(DistillLoss):
 
     def _aligned(self, s_logits: Tensor, t_logits: Tensor | TopK) -> tuple[Tensor, Tensor | TopK]:
         """Both sides as (N, V) rows (the teacher possibly as a flattened TopK), checked for the same vocabulary."""
-        from kdforge.cache.topk import TopK
         s = s_logits.flatten(0, -2)
         if isinstance(t_logits, TopK):
             lead, t_vocab = t_logits.values.shape[:-1], t_logits.vocab_size

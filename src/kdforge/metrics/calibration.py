@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
-from kdforge.losses.base import IGNORE_INDEX
+from kdforge.types import IGNORE_INDEX
 
 
 def _check_bins(n_bins: int, owner: str) -> None:

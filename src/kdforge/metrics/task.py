@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdforge.losses.base import IGNORE_INDEX
+from kdforge.types import IGNORE_INDEX
 
 
 def accuracy(labels: Tensor, logits: Tensor) -> tuple[int, int]:

@@ -23,17 +23,11 @@ from kdforge.models import (
     text,  # noqa: F401  (registers builtin:bert, builtin:bilstm, builtin:textcnn)
 )
 from kdforge.registry import MODELS
+from kdforge.types import DataInfo
 
 MODEL_FORMAT = "kdforge-model"
 MODEL_FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What built-in architectures need to know about the data to size themselves."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
+OBJECT_PREFIX = "object:"  # model.json of a module given as a Python object: weights only
 
 
 def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: str,
@@ -58,6 +52,11 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         from kdforge.models.hf import build_from_config
 
         model = build_from_config(spec.removeprefix("hf_config:"), args, where)
+    elif spec.startswith(OBJECT_PREFIX):  # saved from a module the Python API was given
+        raise KDForgeError(
+            f"{where}: {spec.removeprefix(OBJECT_PREFIX)} was given to kdforge as a Python object, so its folder "
+            "holds its weights but no way to rebuild it. Build the model in Python and load model.safetensors "
+            "into it (kdforge.models.load_weights), or pass the module itself.")
     elif spec == "from_teacher":
         raise RecipeError(f"{where}.model: 'from_teacher' needs the recipe's teacher; it is valid only as "
                           "recipe.student.model in a recipe run. Elsewhere give hf_student:<teacher folder>.")
@@ -191,9 +190,27 @@ def load_saved_model(folder: str | Path, where: str,
     return model, meta
 
 
+def object_spec(model: nn.Module) -> str:
+    """The `model` entry of model.json for a module given as a Python object: its class, for the reader."""
+    return f"{OBJECT_PREFIX}{type(model).__module__}.{type(model).__qualname__}"
+
+
+def load_weights(model: nn.Module, folder: str | Path, where: str = "load_weights") -> nn.Module:
+    """Load a saved model folder's checked weights into `model` (a module built in Python)."""
+    folder = Path(folder)
+    meta_path, weights = folder / "model.json", folder / "model.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise KDForgeError(f"{where}: {str(folder)!r} is not a saved kdforge model (needs model.json and "
+                           "model.safetensors).")
+    if io.sha256_file(weights) != json.loads(meta_path.read_text()).get("sha256"):
+        raise KDForgeError(f"{where}: {str(weights)!r} is corrupted (checksum mismatch). Retrain or restore it.")
+    load_state_into(model, io.load_weights_file(weights, where), where)
+    return model
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = ["CopiedWeights", "DataInfo", "build_model", "copy_matching_weights", "count_params", "load_saved_model",
-           "load_state_into", "save_model"]
+           "load_state_into", "load_weights", "object_spec", "save_model"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdforge import io
 from kdforge.errors import one_line
+from kdforge.report.header import REPORT_VERSION, method_metrics, run_header  # noqa: F401
 from kdforge.report.html import render_html
 from kdforge.report.markdown import render_markdown
 from kdforge.report.plots import (
@@ -27,14 +28,13 @@ from kdforge.report.plots import (
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from kdforge.app.rundir import ModelResult
     from kdforge.data import DataBundle
     from kdforge.evaluate import EvalOptions
-    from kdforge.pipeline import ModelResult
     from kdforge.recipe import Recipe
 
 logger = logging.getLogger("kdforge")
 
-REPORT_VERSION = 2
 
 # Sections `evaluate_pair` adds for the evaluated student (see docs/report.md).
 DETAIL_SECTIONS = ("fidelity", "accuracy", "per_class", "confusion", "agreement_by_confidence", "calibration",
@@ -120,7 +120,7 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
             logger.warning("the detailed fidelity evaluation failed (%s); writing the basic report", evaluation_error)
     student = summarise(students, evaluation["extras_student"] if evaluation else None)
     report: dict[str, Any] = {
-        **_run_header(recipe, data, student_labelled=len(data.scratch_train), num_classes=data.info.num_classes),
+        **run_header(recipe, data, student_labelled=len(data.scratch_train), num_classes=data.info.num_classes),
         "teacher": teacher,
         "student": student,
         "agreement": student["agreement"],
@@ -130,10 +130,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
     if scratch:
         report["scratch"] = summarise(scratch, evaluation["extras_scratch"] if evaluation else None)
         report["kd_gain"] = student["accuracy"] - report["scratch"]["accuracy"]
-    methods = _method_metrics(students)
+    methods = method_metrics(students)
     if methods:  # what methods measure after training (early-exit curve, DistillSpec acceptance), per seed
         report["methods"] = methods
-    if (out_dir / "student_init.json").is_file():  # from_teacher or pre-trained (pipeline.build_student)
+    if (out_dir / "student_init.json").is_file():  # from_teacher or pre-trained (app.student.build_student)
         report["student_init"] = json.loads((out_dir / "student_init.json").read_text())
     if evaluation_error is not None:
         report["evaluation_error"] = evaluation_error
@@ -162,31 +162,6 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
             written.append(plot_cost(report["cost"], plots / "cost.png"))
     report["plots"] = [str(p.relative_to(out_dir)) for p in written]
     return _write_files(out_dir, report)
-
-
-def _run_header(recipe: Recipe, data: DataBundle, task: str | None = None, **data_counts: Any) -> dict[str, Any]:
-    """The keys every report.json starts with (docs/report.md, "Run and data"), for classification and label-free
-    reports alike; `task` marks a non-classification report, `data_counts` adds that task's own `data` keys."""
-    header: dict[str, Any] = {"report_version": REPORT_VERSION}
-    if task is not None:
-        header["task"] = task
-    counts = {"train": len(data.teacher_train), "student_train": len(data.student_train),
-              "val": len(data.val) if data.val is not None else 0, "test": len(data.test)}
-    return {
-        **header,
-        "name": recipe.name,
-        "seeds": list(recipe.seeds),
-        "confidence": recipe.eval.confidence,
-        "recipe_dir": recipe._base_dir,
-        "data": {"source": recipe.data.source, **counts, **data_counts},
-        "losses": [{"name": t.name, "weight": t.weight, **t.params} for t in recipe.losses],
-    }
-
-
-def _method_metrics(students: dict[int, ModelResult]) -> dict[str, Any]:
-    """`methods`: each seed's `method_metrics.json` (what a loss term measured after training), keyed by seed."""
-    return {str(seed): json.loads((r.folder / "method_metrics.json").read_text())
-            for seed, r in students.items() if (r.folder / "method_metrics.json").is_file()}
 
 
 def _write_files(out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:

@@ -6,15 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from kdforge import io
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from kdforge import io  # noqa: E402
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, loaded when the first plot is drawn: importing the report (or the
+    Python API, which can write one) stays cheap for callers that never plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
     io.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
@@ -22,6 +29,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     """Test accuracy of teacher, scratch and distilled student (mean ± std over seeds), and agreement."""
+    plt = _pyplot()
     names, values, errors = ["teacher"], [report["teacher"]["accuracy"]], [0.0]
     if "scratch" in report:
         names.append("scratch student")
@@ -59,6 +67,7 @@ def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path,
                 val_key: str = "val/accuracy") -> Path:
     """Training loss and the validation metric `val_key` (accuracy; cosine to the teacher for embeddings)
     against optimizer steps, per seed."""
+    plt = _pyplot()
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
     kinds = [("student", "#2a6fb0")] + ([("scratch", "#d9822b")] if with_scratch else [])
     for kind, color in kinds:
@@ -86,6 +95,7 @@ def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path,
 
 def plot_agreement_confidence(bins: list[dict[str, Any]], path: Path) -> Path:
     """Top-1 agreement per bin of teacher confidence, with each bin's share of the rows."""
+    plt = _pyplot()
     used = [b for b in bins if b["count"]]
     fig, ax = plt.subplots(figsize=(6, 3.4))
     centers = [(b["lower"] + b["upper"]) / 2 for b in used]
@@ -106,6 +116,7 @@ def plot_agreement_confidence(bins: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
     """Reliability diagrams (accuracy vs confidence per bin) of each model, with its ECE."""
+    plt = _pyplot()
     names = [n for n in ("teacher", "student", "scratch") if n in calibration]
     fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
     colors = {"teacher": "#555555", "student": "#2a6fb0", "scratch": "#d9822b"}
@@ -127,6 +138,7 @@ def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
 
 def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | None, path: Path) -> Path:
     """Teacher-vs-student prediction counts, and per-class accuracy of both with their agreement."""
+    plt = _pyplot()
     import numpy as np
 
     counts = np.asarray(matrix, dtype=float)
@@ -169,6 +181,7 @@ def plot_explanations(maps: dict[str, Any], path: Path, n: int = 8) -> Path:
 
     Each row is one mosaic (one image per input, each scaled to its own [0, 1]), drawn with a single imshow.
     """
+    plt = _pyplot()
     import numpy as np
 
     rows = [("input", "input")]
@@ -199,6 +212,7 @@ def plot_explanations(maps: dict[str, Any], path: Path, n: int = 8) -> Path:
 
 def plot_cost(cost: dict[str, Any], path: Path) -> Path:
     """Parameters, size on disk and median latency per batch size, teacher vs student (log scales)."""
+    plt = _pyplot()
     import numpy as np
 
     fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 3]})
@@ -232,6 +246,7 @@ def plot_cost(cost: dict[str, Any], path: Path) -> Path:
 def plot_cosines(cosines: Any, path: Path) -> Path:
     """Histogram of each test sentence's cosine between student and teacher embedding, with its mean and 5th
     percentile: the tail shows the sentences the student embeds worst."""
+    plt = _pyplot()
     import numpy as np
 
     values = np.asarray(cosines, dtype=float)

@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kdforge.app.rundir import RUN_MARKER
 from kdforge.errors import KDForgeError
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from kdforge.app.rundir import ModelResult
     from kdforge.data import DataBundle
     from kdforge.evaluate import EvalOptions
-    from kdforge.pipeline import ModelResult
     from kdforge.recipe import Recipe
 
-RUN_MARKER = "recipe.resolved.yaml"
 
 
 @dataclass
@@ -56,14 +56,14 @@ def open_run(run_dir: str | Path, recipe_dir: str | Path | None = None) -> Opene
         previous = json.loads((out / "report.json").read_text())
     base = str(recipe_dir) if recipe_dir is not None else previous.get("recipe_dir") or str(out)
     recipe = recipe_from_dict(yaml.safe_load(marker.read_text()), base_dir=base)
-    return OpenedRun(out, recipe, recipe._base_dir, previous)
+    return OpenedRun(out, recipe, recipe.base_dir, previous)
 
 
 def run_data(run: OpenedRun) -> DataBundle:
-    from kdforge.data import load_data
+    from kdforge.app.data import load_recipe_data
 
     if run.data is None:
-        run.data = load_data(run.recipe.data, run.base_dir)
+        run.data = load_recipe_data(run.recipe.data, run.base_dir)
     return run.data
 
 
@@ -77,9 +77,9 @@ def run_teacher(run: OpenedRun) -> nn.Module:
     if run.recipe.teacher.train is not None:
         raise KDForgeError(f"{str(folder)!r}: the teacher was to be trained in this run but was not saved; "
                            "finish the run with `kdforge distill RECIPE --out DIR --resume` first.")
-    from kdforge.pipeline import obtain_teacher
+    from kdforge.app.teacher import run_teacher as teacher_with_cache
 
-    return obtain_teacher(run.recipe, run_data(run), run.out_dir, resume=True)
+    return teacher_with_cache(run.recipe, run_data(run), run.out_dir, resume=True)
 
 
 def student_folder(run: OpenedRun, seed: int | None, kind: str = "student") -> tuple[int, Path]:
@@ -96,8 +96,8 @@ def student_folder(run: OpenedRun, seed: int | None, kind: str = "student") -> t
 
 
 def _results(run: OpenedRun, kind: str) -> dict[int, ModelResult]:
+    from kdforge.app.rundir import ModelResult
     from kdforge.models import load_saved_model
-    from kdforge.pipeline import ModelResult
 
     results = {}
     for seed in run.recipe.seeds:
@@ -113,9 +113,9 @@ def _results(run: OpenedRun, kind: str) -> dict[int, ModelResult]:
 def regenerate_report(run_dir: str | Path, recipe_dir: str | Path | None = None,
                       opts: EvalOptions | None = None) -> dict[str, Any]:
     """Rebuild report.json / report.md / report.html / plots of a finished run from its saved models."""
+    from kdforge.app.rundir import environment
     from kdforge.evaluate import accuracy_summary, predict_logits
     from kdforge.models import count_params
-    from kdforge.pipeline import environment
     from kdforge.report import write_report
 
     run = open_run(run_dir, recipe_dir)
@@ -163,7 +163,7 @@ def evaluate_folders(teacher_dir: str | Path, student_dir: str | Path, data_sour
                      opts: EvalOptions | None = None, measure_cost: bool = True) -> dict[str, Any]:
     """`kdforge eval --teacher DIR --student DIR --data SOURCE`: two saved models on one split of a data source
     (split with the recipe defaults: test_size 0.2, val_size 0.1, split_seed 0)."""
-    from kdforge.data import load_data
+    from kdforge.app.data import load_recipe_data
     from kdforge.evaluate import EvalOptions, evaluate_pair
     from kdforge.models import load_saved_model
     from kdforge.recipe import DataSpec
@@ -174,7 +174,7 @@ def evaluate_folders(teacher_dir: str | Path, student_dir: str | Path, data_sour
         raise KDForgeError(f"--split {split!r}: choose one of {', '.join(splits)}.")
     teacher, t_meta = load_saved_model(teacher_dir, "--teacher", Path.cwd())
     student, s_meta = load_saved_model(student_dir, "--student", Path.cwd())
-    bundle = load_data(DataSpec(source=data_source), Path.cwd())
+    bundle = load_recipe_data(DataSpec(source=data_source), Path.cwd())
     data = {"test": bundle.test, "val": bundle.val, "train": bundle.teacher_train}[split]
     if data is None:
         raise KDForgeError(f"--split {split}: this data source has no {split} split. Use --split test.")

@@ -1,7 +1,8 @@
 """The training loop: one explicit Accelerate loop for teachers, students and baselines alike.
 
-What differs between those is data, not code: the module (student + loss terms), the teacher side
-(online, or none for plain training) and the step function. Checkpoints make it resumable exactly.
+What differs between those is data, not code: the module (student + loss terms, or a mutual-learning pair),
+the teacher side (online, cached, or none for plain training), the step function and the term schedule
+(which terms count at a step). Checkpoints make it resumable exactly.
 """
 
 from __future__ import annotations
@@ -21,31 +22,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from kdforge import io
-from kdforge.data.tensors import Batch, TensorData, iterate_batches, num_batches
+from kdforge.data.tensors import iterate_batches, num_batches
 from kdforge.errors import TrainingError
-from kdforge.recipe import TrainConfig
+from kdforge.losses.protocols import StepFn, TeacherSource
 from kdforge.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
-from kdforge.train.module import DistillModule, TeacherSource, standard_step
+from kdforge.train.config import LoopConfig
+from kdforge.train.module import standard_step
 from kdforge.train.optim import make_optimizer, make_scheduler
+from kdforge.train.schedule import TermSchedule
+from kdforge.types import Batch, TensorData
 
 logger = logging.getLogger("kdforge")
-
-StepFn = Callable[[nn.Module, TeacherSource | None, Batch], dict[str, Tensor]]
 
 
 @dataclass
 class TrainJob:
-    """One model to train: what, on which data, for how many optimizer steps, and where its files go."""
+    """One model to train: what, on which data, for how many optimizer steps, and where its files go.
+
+    `module` is a DistillModule or MutualModule (a `student`, a `loss`). `schedule` says which loss terms count
+    at each step (None: every term at every step). `where` names the settings in messages (the application
+    passes e.g. "recipe.train").
+    """
 
     name: str
-    module: DistillModule
+    module: nn.Module
     teacher: TeacherSource | None
     data: TensorData
-    config: TrainConfig
+    config: LoopConfig
     total_steps: int
     out_dir: Path
     validate: Callable[[nn.Module], dict[str, float]] | None = None
     step_fn: StepFn = standard_step
+    schedule: TermSchedule | None = None
+    where: str = "train"
 
 
 @dataclass
@@ -59,7 +68,7 @@ class TrainSummary:
     nonfinite_skipped: int = 0  # steps skipped for a NaN/inf loss (train.nonfinite: skip)
 
 
-def steps_for(cfg: TrainConfig, n_samples: int) -> int:
+def steps_for(cfg: LoopConfig, n_samples: int) -> int:
     """Optimizer steps a config asks for on `n_samples` training samples."""
     if cfg.max_steps is not None:
         return cfg.max_steps
@@ -116,6 +125,7 @@ def _progress(enabled: bool) -> Progress:
 def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainSummary:
     """Train `job.module` for `job.total_steps` optimizer steps; resume from the latest checkpoint if asked."""
     cfg, module = job.config, job.module
+    schedule = job.schedule or TermSchedule(module.loss.terms)
     _check_layout(job, accelerator)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -146,7 +156,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         while state.step < job.total_steps and not stopped_early:
             sums: dict[str, float] = {}
             rows = 0
-            module.set_step(state.step)
+            frozen = schedule.apply(module, state.step)  # the terms that count now; layers a stage holds still
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(stream), accelerator.device)
                 local_rows = len(next(iter(batch.values())))
@@ -173,7 +183,8 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 log.write({"step": state.step, "epoch": state.step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
                            "nonfinite": bad, "nonfinite_skipped": state.nonfinite_skipped})
             else:
-                module.drop_frozen_grads()  # progressive transfer: layers below the current stage stay put
+                for p in frozen:  # progressive transfer: layers below the current stage stay put
+                    p.grad = None
                 if cfg.grad_clip is not None:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 stepper.step()
@@ -279,7 +290,7 @@ def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, stat
     log.write({"step": state.step, **metrics})
     if cfg.monitor not in metrics:
         raise TrainingError(
-            f"recipe.train.monitor: {cfg.monitor!r} is not a validation metric; choose one of {sorted(metrics)}."
+            f"{job.where}.monitor: {cfg.monitor!r} is not a validation metric; choose one of {sorted(metrics)}."
         )
     value = metrics[cfg.monitor]
     if state.best_value is None or value > state.best_value:

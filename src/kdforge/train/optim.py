@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules: a plain mapping from recipe names, no registry."""
+"""Optimizers and learning-rate schedules: a plain mapping from their names, no registry."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from kdforge.recipe import TrainConfig
+from kdforge.train.config import LoopConfig
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: LoopConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     params = list(params)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -34,7 +34,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 1.0 - progress
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+def make_scheduler(cfg: LoopConfig, optimizer: torch.optim.Optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, cfg.warmup_steps, cfg.scheduler)
     )

@@ -29,9 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.metrics.fidelity import clopper_pearson_lower
+from kdforge.trees.lrh import LRHTreeDistiller
+from kdforge.trees.soft_tree import SoftDecisionTree
+from kdforge.trees.surrogate import SurrogateTree
+from kdforge.trees.trepan import TrepanTree
 from kdforge.validation import did_you_mean
 
-METHODS = {"lrh": "LRHTreeDistiller", "cart": "SurrogateTree", "trepan": "TrepanTree", "soft_tree": "SoftDecisionTree"}
+METHODS = {"lrh": LRHTreeDistiller, "cart": SurrogateTree, "trepan": TrepanTree, "soft_tree": SoftDecisionTree}
 
 
 class _Strict(BaseModel):
@@ -97,9 +101,7 @@ _RESERVED = {"teacher", "sampler", "representation", "layers", "random_state", "
 
 
 def estimator_class(method: str):
-    import kdforge.trees as trees
-
-    return getattr(trees, METHODS[method])
+    return METHODS[method]
 
 
 def check_distiller_params(method: str, params: dict[str, Any], where: str) -> None:
@@ -129,8 +131,8 @@ def load_tree_recipe(path: str | Path, overrides: list[str] | None = None) -> Tr
 
 
 def _load_arrays(spec: TreeData, base_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    from kdforge.data import DATASETS  # importing the package registers the sources
     from kdforge.imports import is_py_ref, resolve_py_ref
-    from kdforge.registry import DATASETS
 
     if is_py_ref(spec.source):
         out = resolve_py_ref(spec.source, where="recipe.data.source", search_dir=base_dir)(**spec.args)

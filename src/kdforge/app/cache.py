@@ -1,6 +1,6 @@
 """A recipe's teacher cache: build it (`kdforge cache`, or the first `kdforge distill` that needs it), and
 open it for training (`CachedTeacher`) or, when the recipe gives only the cache, for evaluation
-(`ReplayTeacher`). Every check here names the recipe field to change.
+(`ReplayTeacher`). Every check here names the recipe field to change; the store itself is `kdforge.cache`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from kdforge.cache.hashing import teacher_fingerprint
 from kdforge.cache.store import CacheError, CacheSettings, CacheStore, fingerprint_splits, write_cache
 from kdforge.cache.teacher import CachedTeacher, ReplayTeacher
 from kdforge.data import DataBundle
-from kdforge.data.tensors import TensorData
 from kdforge.errors import RecipeError
 from kdforge.models import count_params
+from kdforge.processes import process_state
 from kdforge.recipe import CacheSpec, Recipe
+from kdforge.types import TensorData
+from kdforge.version import __version__
 
 logger = logging.getLogger("kdforge")
 
@@ -117,8 +119,6 @@ def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory
 
     Only the main process writes; with several processes the others wait and then read the same store.
     """
-    from kdforge.build import process_state
-
     spec, path = cache_spec(recipe, directory)
     state = process_state()  # under torchrun on CPU too: one builder, the others wait
     status = "up to date"
@@ -134,8 +134,6 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
     if (path / "manifest.json").is_file() and not overwrite:
         open_store(recipe, data, teacher, path)  # a usable store, or an error saying what differs
         return "up to date"
-    from kdforge import __version__
-
     settings = build_settings(spec, recipe)
     fingerprints = {"teacher": fingerprint_teacher(teacher),
                     "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
@@ -167,26 +165,3 @@ def replay_teacher(recipe: Recipe, data: DataBundle) -> ReplayTeacher:
     """The teacher of a cache-only recipe: its stored outputs, matched to inputs by content hash."""
     store = open_store(recipe, data, None)
     return ReplayTeacher(store, recipe.teacher.inputs, tail=recipe.teacher.cache.tail)
-
-
-def cache_recipe(recipe: Recipe, directory: str | Path | None = None, overwrite: bool = False) -> CacheInfo:
-    """`kdforge cache`: load the recipe's data and teacher, and store the teacher's outputs once.
-
-    The teacher must already have weights (`checkpoint:` or `path:`); a recipe whose teacher is trained
-    first (`train:`) builds its cache inside `kdforge distill`, right after training the teacher.
-    """
-    from kdforge.data import load_data
-    from kdforge.pipeline import obtain_teacher
-
-    recipe.check()
-    spec = recipe.teacher
-    if spec.train is not None:
-        raise RecipeError("recipe.teacher.train: `kdforge cache` runs a teacher that already has weights. Run "
-                          "`kdforge distill` (it trains the teacher, then builds the cache once), or save the "
-                          "teacher and give its folder as teacher.path.")
-    if spec.model is None and spec.path is None and spec.members is None:
-        raise RecipeError("recipe.teacher: building a cache needs the teacher model; give model + checkpoint, "
-                          "or path, beside cache.")
-    data = load_data(recipe.data, recipe._base_dir)
-    teacher = obtain_teacher(recipe, data, Path("."), resume=False, build_cache=False)
-    return ensure_cache(recipe, data, teacher, directory, overwrite)

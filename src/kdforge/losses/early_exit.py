@@ -16,9 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.capture import resolve_module
-from kdforge.data.tensors import TensorData
-from kdforge.losses.multi_exit import ExitHead
 from kdforge.models.forward import call_model, logits_of
+from kdforge.types import TensorData
 
 
 class _Exit(Exception):
@@ -34,14 +33,15 @@ def normalized_entropy(logits: Tensor) -> Tensor:
 
 
 class EarlyExit:
-    """Run `student` with exits at `paths` (module paths, shallow to deep) and their trained `heads`.
+    """Run `student` with exits at `paths` (module paths, shallow to deep) and their trained `heads` (each maps
+    the feature at its path to logits: `multi_exit`'s `ExitHead`s).
 
     `predict(batch, threshold)` returns (logits, exit index); index len(paths) means the final output. A
     batch exits only when every row is confident, so measure speed with batch size 1 (the setting early
     exit is for); accuracy does not depend on the batch size.
     """
 
-    def __init__(self, student: nn.Module, paths: Sequence[str], heads: Sequence[ExitHead], inputs: list[str]):
+    def __init__(self, student: nn.Module, paths: Sequence[str], heads: Sequence[nn.Module], inputs: list[str]):
         if len(paths) != len(heads):
             raise ValueError(f"EarlyExit: {len(paths)} exit paths but {len(heads)} heads.")
         self.student, self.heads, self.inputs = student, list(heads), inputs

@@ -1,76 +1,31 @@
-"""From recipe pieces to training objects, plus the preflight check that runs before the first step."""
+"""The preflight check: one small batch through teacher, student and loss before the first optimizer step, so
+every mistake a recipe (or a Python call) can make shows up as one line before any training time is spent."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import random
-from collections.abc import Sequence
 
-import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
 
-from kdforge.data.tensors import TensorData
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
 from kdforge.llm.vocab import check_vocabularies
-from kdforge.losses.base import IGNORE_INDEX, WeightedSum
 from kdforge.models.forward import call_model, logits_of
-from kdforge.recipe import LossTerm, check_loss_term
-from kdforge.registry import LOSSES
 from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
+from kdforge.train.mutual import MutualModule
+from kdforge.train.schedule import TermSchedule
+from kdforge.types import IGNORE_INDEX, TensorData
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _launched_on_cpu_only() -> bool:
-    """Started by `torchrun`/`accelerate launch` with several processes on a machine without CUDA.
-
-    Accelerate forms the process group on CPU (gloo) only when told `cpu=True`; without it every process
-    would silently train alone on the whole data and write the same files.
-    """
-    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
-    xpu = getattr(torch, "xpu", None)
-    return launched and not torch.cuda.is_available() and not (xpu is not None and xpu.is_available())
-
-
-def process_state() -> PartialState:
-    """The process layout (rank, world size), initialised the way `make_accelerator` needs it."""
-    return PartialState(cpu=_launched_on_cpu_only())
-
-
-def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
-    """One Accelerator for the run; device and process layout come from `accelerate launch` or `torchrun`
-    (CPU by default; several CPU processes use gloo)."""
-    return Accelerator(mixed_precision=mixed_precision, cpu=_launched_on_cpu_only())
-
-
-def build_loss(terms: Sequence[LossTerm]) -> WeightedSum:
-    losses, weights, windows, progressive = {}, {}, {}, {}
-    for i, term in enumerate(terms):
-        check_loss_term(term, where=f"recipe.losses[{i}]")
-        losses[term.name] = LOSSES.get(term.name)(**term.params)
-        weights[term.name] = term.weight
-        windows[term.name] = (term.start_step, term.stop_step)
-        if term.progressive_steps is not None:
-            progressive[term.name] = term.progressive_steps
-    if not any(start == 0 for start, _ in windows.values()):
-        raise RecipeError("recipe.losses: no term is active at step 0; give one term start_step: 0.")
-    return WeightedSum(losses, weights, windows, progressive)
-
-
-def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: TensorData,
-              declared_taps: tuple[set[str], set[str]], batch_size: int = 8) -> dict[str, tuple[int, ...]]:
+def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | None, data: TensorData,
+              declared_taps: tuple[set[str], set[str]], batch_size: int = 8,
+              schedule: TermSchedule | None = None) -> dict[str, tuple[int, ...]]:
     """One small batch through teacher, student and loss before training: every tap fires, every tap a loss
-    reads is declared, labels fit the student's outputs, the loss is finite and reaches the student.
+    reads is declared, labels fit the student's outputs, the loss is finite and reaches the student, and
+    progressive stages (`schedule`) go bottom layer first.
 
-    Runs in train mode (so training-only branches fire their hooks) and puts every buffer back afterwards,
-    so batch-norm statistics are untouched; gradients are cleared too.
-    Returns the captured shapes (for logging).
+    Every term counts, terms that start later too. Runs in train mode (so training-only branches fire their
+    hooks) and puts every buffer back afterwards, so batch-norm statistics are untouched; gradients are
+    cleared too. Returns the captured shapes (for logging).
     """
     needed_student, needed_teacher = module.loss.required_taps()
     for side, needed, declared in (("student", needed_student, declared_taps[0]),
@@ -87,6 +42,8 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
             term.check_models(module.student, teacher_model)
         except ValueError as exc:
             raise RecipeError(f"recipe.losses ({name}): {exc}") from None
+    if schedule is not None and isinstance(module, DistillModule):
+        schedule.check_layer_order(module.student, module.taps)
     _check_devices(module, teacher)
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device
@@ -103,10 +60,11 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
                 if isinstance(teacher, OnlineTeacher):
                     teacher.capture.check_fired()
             _check_labels(batch, module)
-            student_outputs = module._student_outputs(batch)
-            module.capture.check_fired()
-            if teacher is not None:  # token-level KD: one vocabulary, or the real part of padded ones
-                check_vocabularies(module.loss, student_outputs.logits, teacher_outputs.logits)
+            if isinstance(module, DistillModule):
+                student_outputs = module._student_outputs(batch)
+                module.capture.check_fired()
+                if teacher is not None:  # token-level KD: one vocabulary, or the real part of padded ones
+                    check_vocabularies(module.loss, student_outputs.logits, teacher_outputs.logits, "recipe.losses")
             try:
                 terms = standard_step(module, teacher, batch)
             except ShapeMismatchError as exc:
@@ -126,16 +84,18 @@ def preflight(module: DistillModule, teacher: OnlineTeacher | None, data: Tensor
             for name, buffer in module.named_buffers():
                 if name in buffers:  # buffers a lazy part created during the dry run keep their values
                     buffer.copy_(buffers[name])
-    shapes = {f"student.{k}": tuple(v.shape) for k, v in module.capture.features.items()}
+    shapes = {}
+    if isinstance(module, DistillModule):
+        shapes = {f"student.{k}": tuple(v.shape) for k, v in module.capture.features.items()}
     if teacher is not None:
         shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})
     return shapes
 
 
-def _check_devices(module: DistillModule, teacher: object) -> None:
+def _check_devices(module: DistillModule | MutualModule, teacher: object) -> None:
     """Every model has real weights (not the meta device) on one device, and teacher and student share it."""
     sides = {"recipe.student": module.student}
-    if module.peer is not None:
+    if isinstance(module, MutualModule):
         sides["recipe.teacher"] = module.peer
     elif isinstance(teacher, OnlineTeacher):
         sides["recipe.teacher"] = teacher.model
@@ -157,7 +117,7 @@ def _check_devices(module: DistillModule, teacher: object) -> None:
             "(kdforge moves them to the accelerator's device), or on the same device.")
 
 
-def _check_labels(batch: dict, module: DistillModule) -> None:
+def _check_labels(batch: dict, module: DistillModule | MutualModule) -> None:
     labels = batch.get("labels")
     if labels is None:
         return

@@ -1,0 +1,133 @@
+"""The teacher of a run: loaded, trained first with cross-entropy, assembled into an ensemble, or (mutual
+learning) the peer's starting point; with `teacher.cache`, its outputs stored once (`app.cache` opens the store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kdforge.app.build import plain_training
+from kdforge.app.cache import CacheInfo, ensure_cache, replay_teacher
+from kdforge.app.data import load_recipe_data
+from kdforge.app.given import NOTHING, Given
+from kdforge.data import DataBundle
+from kdforge.errors import KDForgeError, RecipeError
+from kdforge.io import load_weights_file
+from kdforge.models import build_model, load_saved_model, load_state_into, load_weights, object_spec, save_model
+from kdforge.models.ensemble import EnsembleTeacher
+from kdforge.models.hf import config_spec
+from kdforge.models.hf_student import student_from_teacher
+from kdforge.processes import seed_everything
+from kdforge.recipe import FROM_TEACHER, ModelSpec, Recipe, TeacherSpec
+
+
+def model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: str,
+                    teacher: nn.Module | None = None) -> tuple[nn.Module, str, dict]:
+    """The model a spec names, with the spec and args that rebuild it (`teacher`: for `from_teacher` only)."""
+    if spec.model == FROM_TEACHER:
+        return _student_from_teacher(teacher, spec.args, where)
+    if spec.path is not None:
+        model, meta = load_saved_model(recipe.resolve_path(spec.path), where, recipe.base_dir)
+        return model, meta["model"], meta["args"]
+    model, args = build_model(spec.model, spec.args, data.info, where, recipe.base_dir)
+    if spec.checkpoint is not None:
+        path = recipe.resolve_path(spec.checkpoint)
+        load_state_into(model, load_weights_file(path, f"{where}.checkpoint"), f"{where}.checkpoint")
+    return model, spec.model, args
+
+
+def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, given: Given = NOTHING) -> nn.Module:
+    """Load the teacher, train it first (cross-entropy on all labelled training data), or assemble an ensemble of
+    such teachers, as the recipe says; a teacher given as a Python object is used (and trained) in place."""
+    return _obtain(recipe.teacher, recipe, data, out_dir / "teacher", resume, "recipe.teacher", given)
+
+
+def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, resume: bool, where: str,
+            given: Given = NOTHING) -> nn.Module:
+    if spec.members is not None:
+        members = [_obtain(member, recipe, data, folder / f"member-{i}", resume, f"{where}.members[{i}]")
+                   for i, member in enumerate(spec.members)]
+        return EnsembleTeacher(members, spec.member_weights)
+    if spec.online:  # mutual learning: the peer starts from its factory's (or checkpoint's) weights
+        seed_everything(0)
+        return given.teacher if given.teacher is not None else model_from_spec(spec, recipe, data, where)[0]
+    if spec.train is None:
+        if given.teacher is not None:
+            return given.teacher
+        # builtin: architectures start from random weights; hf:, hf_student: and py: factories may load their own
+        # (a pretrained encoder such as kdforge.models.minilm:minilm_teacher), so they count as having weights.
+        if spec.path is None and spec.checkpoint is None and (spec.model or "").startswith("builtin:"):
+            raise RecipeError(
+                f"{where}: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
+                "'path' (a saved kdforge model), or 'train' (train it first on the labelled data)."
+            )
+        return model_from_spec(spec, recipe, data, where)[0]
+    if resume and (folder / "model.json").is_file():
+        if given.teacher is not None:
+            return load_weights(given.teacher, folder, where)
+        return load_saved_model(folder, where, recipe.base_dir)[0]
+    seed_everything(spec.train.seed)
+    if given.teacher is not None:
+        teacher, model_spec, args = given.teacher, object_spec(given.teacher), {}
+    else:
+        teacher, model_spec, args = model_from_spec(spec, recipe, data, where)
+    plain_training(teacher, spec.inputs, data, spec.train, data.teacher_train, folder, recipe.eval.batch_size,
+                   resume, folder.name if folder.name != "teacher" else "teacher")
+    save_model(teacher, folder, model_spec, args, spec.inputs)
+    return teacher
+
+
+def _student_from_teacher(teacher: nn.Module | None, args: dict[str, Any], where: str) -> tuple[nn.Module, str, dict]:
+    """`student.model: from_teacher`: `student_from_teacher(teacher, **args)`, saved as `hf_config:` (class and
+    config) so the saved student rebuilds from its own folder, without the teacher."""
+    if teacher is None:
+        raise KDForgeError(f"{where}.model: '{FROM_TEACHER}' needs the recipe's teacher; build it after the teacher.")
+    try:
+        student = student_from_teacher(teacher, **args)
+    except TypeError as exc:
+        raise RecipeError(f"{where}.args: {FROM_TEACHER} does not accept these arguments ({exc}). It takes "
+                          "student_from_teacher's keywords, e.g. layers: every_other.") from None
+    except RecipeError:
+        raise
+    except KDForgeError as exc:
+        raise RecipeError(f"{where}.model: '{FROM_TEACHER}' needs a transformers teacher ({exc}); give the "
+                          "student its own model instead.") from None
+    except ValueError as exc:
+        raise RecipeError(f"{where}.args: {exc}") from None
+    model_spec, saved_args = config_spec(student)
+    return student, model_spec, saved_args
+
+
+def cache_recipe(recipe: Recipe, directory: str | Path | None = None, overwrite: bool = False) -> CacheInfo:
+    """`kdforge cache`: load the recipe's data and teacher, and store the teacher's outputs once.
+
+    The teacher must already have weights (`checkpoint:` or `path:`); a recipe whose teacher is trained
+    first (`train:`) builds its cache inside `kdforge distill`, right after training the teacher.
+    """
+    recipe.check()
+    spec = recipe.teacher
+    if spec.train is not None:
+        raise RecipeError("recipe.teacher.train: `kdforge cache` runs a teacher that already has weights. Run "
+                          "`kdforge distill` (it trains the teacher, then builds the cache once), or save the "
+                          "teacher and give its folder as teacher.path.")
+    if spec.model is None and spec.path is None and spec.members is None:
+        raise RecipeError("recipe.teacher: building a cache needs the teacher model; give model + checkpoint, "
+                          "or path, beside cache.")
+    data = load_recipe_data(recipe.data, recipe.base_dir)
+    teacher = obtain_teacher(recipe, data, Path("."), resume=False)
+    return ensure_cache(recipe, data, teacher, directory, overwrite)
+
+
+def run_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, given: Given = NOTHING) -> nn.Module:
+    """The teacher a run evaluates against, with its cache in place: with `teacher.cache`, the teacher's outputs
+    are stored once (or an existing store is checked against it); a recipe that gives only the cache gets the
+    store's replay of val/test outputs (docs/cache.md)."""
+    spec = recipe.teacher
+    if spec.cache is not None and spec.model is None and spec.path is None and spec.members is None:
+        return replay_teacher(recipe, data)
+    teacher = obtain_teacher(recipe, data, out_dir, resume, given)
+    if spec.cache is not None:
+        ensure_cache(recipe, data, teacher)
+    return teacher
