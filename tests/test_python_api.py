@@ -194,3 +194,16 @@ def test_the_root_names_resolve():
     with pytest.raises(AttributeError):
         kdforge.no_such_name  # noqa: B018
     assert np.isfinite(len(kdforge.__all__))
+
+
+def test_two_terms_that_each_change_the_step_are_refused(monkeypatch):
+    from kdforge.app.build import step_function
+    from kdforge.losses import LOSSES
+    from kdforge.losses.gkd import GKDLoss
+    from kdforge.registry import LossInfo
+
+    info = LossInfo(summary="a second step-changing method", paper="-", example={}, step=lambda standard: standard)
+    monkeypatch.setitem(LOSSES._entries, "kdf_test_step", (GKDLoss, info))
+    assert step_function(["gkd"]) is not step_function(["kd"])
+    with pytest.raises(kdforge.RecipeError, match=r"\['gkd', 'kdf_test_step'\] each change the training step"):
+        step_function(["gkd", "kdf_test_step"])
