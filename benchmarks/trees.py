@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,11 @@ from sklearn.tree import DecisionTreeClassifier
 from kdforge import io
 from kdforge.metrics.fidelity import clopper_pearson_lower
 from kdforge.models.builtin import MLP
-from kdforge.trees import CubeSampler, LRHTreeDistiller, SoftDecisionTree, TrepanTree
+from kdforge.trees import CubeSampler, LRHTreeDistiller, MungeSampler, SoftDecisionTree, TrepanTree
 from kdforge.trees.conjunctions import all_conjunctions
 from kdforge.trees.dp import tree_dp
 from kdforge.trees.literals import boolean_literals
-from kdforge.trees.synthetic import random_tree, uniform_cube
+from kdforge.trees.synthetic import SkewedCubeSampler, random_tree, uniform_cube
 from kdforge.trees.teachers import default_layers, labels_from_scores, module_activations, teacher_scores, train_mlp
 
 ROOT = Path(__file__).resolve().parent
@@ -323,14 +324,394 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------------------------------------- issue 20
+# The paper's claims as measured curves, and the LRH tested where it bends. Every setting below was fixed in
+# this code before any of its results were looked at; results go to benchmarks/results/trees_<curve>.{json,md}
+# and trees_curves.png. Run one curve at a time (each takes minutes on 2 shared cores):
+#     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trees.py --curve samples_depth
+# curves: samples_depth, samples_n, nonuniform, tanh, imperfect, provable, realdata.
+
+EPSILON = 0.01  # "reaches fidelity 1 - epsilon"
+CURVE_SEEDS = (0,)  # one seed per point: what fits the session on 2 shared cores
+LRH_PER_SPLIT = (125, 250, 500, 1000, 2000, 4000)  # n_probe = n_val = n_dp; fresh samples = 3x this
+CART_BUDGETS = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
+CURVE_K = 100
+
+
+def make_teacher(key: str, n: int, X: np.ndarray, y: np.ndarray, hidden=HIDDEN, activation: str = "relu",
+                 seed: int = 0, max_epochs: int = 300, log=print):
+    """A cached MLP teacher (ReLU, or tanh by swapping the activations) trained with Adam on (X, y)."""
+    from torch import nn
+
+    from kdforge.trees.teachers import train_classifier
+
+    weights, meta_path = CACHE / f"{key}.safetensors", CACHE / f"{key}.json"
+    torch.manual_seed(seed)
+    model = MLP(input_shape=(n,), num_classes=1, hidden=tuple(hidden))
+    if activation == "tanh":
+        for block in model.blocks:
+            block[1] = nn.Tanh()
+    if weights.is_file() and meta_path.is_file():
+        model.load_state_dict(io.load_weights_file(weights, key))
+        return model.eval(), json.loads(meta_path.read_text())
+    info = train_classifier(model, X, y, lr=1e-3, batch_size=256, max_epochs=max_epochs, seed=seed)
+    io.save_tensors(weights, model.state_dict())
+    io.write_json(meta_path, info)
+    log(f"trained {key}: {info}")
+    return model.eval(), info
+
+
+def planted_setting(n, depth, seed, sampler, activation="relu", hidden=HIDDEN, n_train=N_TEACHER_TRAIN,
+                    tag=""):
+    """(planted tree, teacher, meta) for family B on inputs from `sampler`; meta has the teacher's accuracy."""
+    rng_seed = config_seed("B", n, depth, seed)
+    tree = random_tree(n, depth, "B", np.random.default_rng(rng_seed))
+    rng = np.random.default_rng(rng_seed + 1)
+    X = sampler(n_train, rng)
+    key = f"curve_B_n{n}_d{depth}_s{seed}_{activation}_{'x'.join(map(str, hidden))}_{n_train}{tag}"
+    teacher, meta = make_teacher(key, n, X, tree.predict(X), hidden, activation, seed)
+    X_test = sampler(N_EVAL, rng)
+    meta = {**meta, "test_accuracy": float((labels_from_scores(teacher_scores(teacher, X_test))
+                                            == tree.predict(X_test)).mean()), "n_train": n_train}
+    return tree, teacher, meta
+
+
+def eval_points(tree, teacher, sampler, n, depth, seed):
+    X = sampler(N_EVAL, np.random.default_rng(config_seed("B", n, depth, seed) + 7))
+    return X, labels_from_scores(teacher_scores(teacher, X)), tree.predict(X)
+
+
+def lrh_row(teacher, sampler, depth, seed, X_eval, y_teacher, y_true, per_split=2000, tree=None, **kw) -> dict:
+    t0 = time.perf_counter()
+    params = {"top_k": CURVE_K, **kw}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = LRHTreeDistiller(teacher, sampler=sampler, max_depth=depth, n_probe=per_split, n_val=per_split,
+                               n_dp=per_split, n_fidelity=0, random_state=seed,
+                               reference_conjunctions=tree.node_conjunctions() if tree is not None else None,
+                               **params).fit()
+    seconds = time.perf_counter() - t0
+    pred = est.predict(X_eval)
+    return {"fidelity": float((pred == y_teacher).mean()), "accuracy": float((pred == y_true).mean()),
+            "leaves": est.tree_.n_leaves, "probes": est.n_probes_, "exhaustive": est.n_exhaustive_,
+            "fresh": 3 * per_split, "seconds": seconds, "rank_by": est.rank_by_, "diagnostic": est.lrh_diagnostic_,
+            "frontier": est.frontier_sizes_, "bound_warnings": len(caught)}
+
+
+def samples_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
+    """Smallest budget whose fidelity is >= target (None: never within the grid)."""
+    return next((b for b, f in sorted(points) if f >= target), None)
+
+
+def curve_samples(configs, log=print) -> list[dict]:
+    """Fidelity vs samples for LRH (fresh, 1/3 teacher-labelled), unconstrained CART on teacher labels, and the
+    exhaustive DP (all conjunctions of <= d literals, where <= EXHAUSTIVE_LIMIT) on teacher labels."""
+    rows = []
+    for n, depth in configs:
+        sampler = CubeSampler(n)
+        for seed in CURVE_SEEDS:
+            tree, teacher, meta = planted_setting(n, depth, seed, sampler)
+            X_eval, y_teacher, y_true = eval_points(tree, teacher, sampler, n, depth, seed)
+            base = {"n": n, "depth": depth, "seed": seed, "teacher_accuracy": meta["test_accuracy"],
+                    "planted_fidelity": float((y_true == y_teacher).mean())}
+            for m in LRH_PER_SPLIT:
+                r = lrh_row(teacher, sampler, depth, seed, X_eval, y_teacher, y_true, m, tree)
+                rows.append({**base, "method": "LRH", "samples": r["fresh"], "labelled": m, **r})
+                log(f"n={n} d={depth} s={seed} LRH {m}x3: {r['fidelity']:.4f} ({r['seconds']:.1f}s)")
+                if r["fidelity"] >= 1 - EPSILON / 2 and m >= 1000:
+                    break  # the curve has flattened above the target
+            rng = np.random.default_rng(config_seed("B", n, depth, seed) + 11)
+            X_all = sampler(max(CART_BUDGETS), rng)
+            y_all = labels_from_scores(teacher_scores(teacher, X_all))
+            for b in CART_BUDGETS:
+                t0 = time.perf_counter()
+                model = DecisionTreeClassifier(random_state=seed).fit(X_all[:b], y_all[:b])
+                pred = model.predict(X_eval)
+                rows.append({**base, "method": "CART free", "samples": b, "labelled": b,
+                             "fidelity": float((pred == y_teacher).mean()), "accuracy": float((pred == y_true).mean()),
+                             "leaves": int(model.get_n_leaves()), "seconds": time.perf_counter() - t0})
+            n_exh = sum(2**i * math.comb(n, i) for i in range(depth + 1))
+            if n_exh <= EXHAUSTIVE_LIMIT:
+                conj = all_conjunctions(n, depth)
+                for m in LRH_PER_SPLIT[:5]:
+                    t0 = time.perf_counter()
+                    result = tree_dp(conj, X_all[:m].astype(np.int8), y_all[:m], 2, 2**depth)
+                    dp_tree = result.build(result.smallest_budget(0.005), boolean_literals(n))
+                    pred = dp_tree.predict_proba(X_eval).argmax(axis=1)
+                    rows.append({**base, "method": "exhaustive DP", "samples": m, "labelled": m, "probes": n_exh,
+                                 "fidelity": float((pred == y_teacher).mean()),
+                                 "accuracy": float((pred == y_true).mean()), "leaves": dp_tree.n_leaves,
+                                 "seconds": time.perf_counter() - t0})
+                    log(f"n={n} d={depth} s={seed} exhaustive {m}: {rows[-1]['fidelity']:.4f}")
+    return rows
+
+
+def curve_settings(name, log=print) -> list[dict]:
+    """One budget (2000 per split, 6000 fresh), seeds 0-2: where the LRH bends."""
+    rows = []
+    settings = {
+        "nonuniform": [("skewed p=0.8", 40, 4, SkewedCubeSampler(40, 0.8), "relu", HIDDEN, N_TEACHER_TRAIN,
+                        [{"rank_by": "mse"}, {"rank_by": "fvu"}, {"rank_by": "auto"}]),
+                       ("correlated c=0.5", 40, 4, SkewedCubeSampler(40, 0.5, 0.5), "relu", HIDDEN,
+                        N_TEACHER_TRAIN, [{"rank_by": "mse"}, {"rank_by": "fvu"}, {"rank_by": "auto"}])],
+        "tanh": [("tanh 3x256", 30, 4, CubeSampler(30), "tanh", (256, 256, 256), N_TEACHER_TRAIN,
+                  [{"top_k": 100}, {"top_k": 500}]),
+                 ("relu 3x256", 30, 4, CubeSampler(30), "relu", (256, 256, 256), N_TEACHER_TRAIN,
+                  [{"top_k": 100}])],
+        "imperfect": [(f"teacher on {nt} samples", 30, 4, CubeSampler(30), "relu", HIDDEN, nt, [{"top_k": 100}])
+                      for nt in (1000, 2000, 4000)],
+        "provable": [(label, 30, 4, sampler, "relu", HIDDEN, N_TEACHER_TRAIN,
+                      [{"top_k": None, "probe_mse": eta, "probe_scale": scale}
+                       for scale, etas in (("raw", (0.05, 0.2)), ("variance", (0.1, 0.2, 0.4))) for eta in etas])
+                     for label, sampler in (("uniform", CubeSampler(30)),
+                                            ("skewed p=0.8", SkewedCubeSampler(30, 0.8)))],
+    }[name]
+    for label, n, depth, sampler, activation, hidden, n_train, variants in settings:
+        for seed in (0, 1, 2):
+            tag = "" if isinstance(sampler, CubeSampler) else f"_{label.replace(' ', '').replace('=', '')}"
+            tree, teacher, meta = planted_setting(n, depth, seed, sampler, activation, hidden, n_train, tag)
+            X_eval, y_teacher, y_true = eval_points(tree, teacher, sampler, n, depth, seed)
+            base = {"setting": label, "n": n, "depth": depth, "seed": seed, "teacher_accuracy": meta["test_accuracy"],
+                    "planted_fidelity": float((y_true == y_teacher).mean())}
+            for kw in variants:
+                r = lrh_row(teacher, sampler, depth, seed, X_eval, y_teacher, y_true, 2000, tree, **kw)
+                rows.append({**base, "method": "LRH " + " ".join(f"{k}={v}" for k, v in kw.items()), **r})
+                log(f"{label} s={seed} {rows[-1]['method']}: {r['fidelity']:.4f} ({r['seconds']:.1f}s)")
+            rng = np.random.default_rng(config_seed("B", n, depth, seed) + 13)
+            X = sampler(6000, rng)
+            y = labels_from_scores(teacher_scores(teacher, X))
+            for kind in ("depth", "free"):
+                model = cart(X, y, depth, kind, seed)
+                pred = model.predict(X_eval)
+                rows.append({**base, "method": f"CART {kind}", "fidelity": float((pred == y_teacher).mean()),
+                             "accuracy": float((pred == y_true).mean()), "leaves": int(model.get_n_leaves())})
+    return rows
+
+
+REAL_RULE = (("worst radius", "worst concave points", "mean texture"), 3)  # fixed before looking at results
+
+
+def curve_realdata(log=print) -> list[dict]:
+    """A teacher that provably computes a tree on real inputs: an MLP trained on labels from a known depth-2
+    rule over breast-cancer features (thresholds at training medians), distilled from MUNGE inputs."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from kdforge.trees.teachers import train_classifier
+
+    data = load_breast_cancer()
+    names = list(data.feature_names)
+    X = data.data.astype(np.float64)
+    x_tr, x_te = train_test_split(X, test_size=0.25, random_state=0)
+    a, b, c = (names.index(f) for f in REAL_RULE[0])
+    med = np.median(x_tr, axis=0)
+
+    def rule(A):  # depth 2: worst radius > median ? (worst concave points > median) : (mean texture > median)
+        return np.where(A[:, a] > med[a], A[:, b] > med[b], A[:, c] > med[c]).astype(np.int64)
+
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-8
+    sampler = MungeSampler(x_tr, 0.5, 1.0)
+    rows = []
+    for seed in (0, 1, 2):
+        key = f"curve_breast_rule_s{seed}"
+        X_train = sampler(20_000, np.random.default_rng(100 + seed))  # MUNGE points labelled by the rule
+        torch.manual_seed(seed)
+        model = MLP(input_shape=(X.shape[1],), num_classes=1, hidden=(64, 64))
+        weights = CACHE / f"{key}.safetensors"
+        if weights.is_file():
+            model.load_state_dict(io.load_weights_file(weights, key))
+        else:
+            info = train_classifier(model, ((X_train - mean) / std).astype(np.float32), rule(X_train), max_epochs=100,
+                                    seed=seed, stop_at_train_accuracy=0.999)
+            io.save_tensors(weights, model.state_dict())
+            log(f"trained {key}: {info}")
+        model.eval()
+
+        def teacher(A, model=model):
+            return teacher_scores(model, ((np.asarray(A) - mean) / std).astype(np.float32))
+
+        y_te = labels_from_scores(teacher(x_te))
+        X_munge = sampler(N_EVAL, np.random.default_rng(200 + seed))
+        y_munge = labels_from_scores(teacher(X_munge))
+        base = {"seed": seed, "rule_fidelity_test": float((rule(x_te) == y_te).mean()),
+                "rule_fidelity_munge": float((rule(X_munge) == y_munge).mean())}
+        from kdforge.trees.teachers import default_layers, module_activations
+
+        layers = default_layers(model)
+        for literals in ("quantile", "sensitivity"):
+            t0 = time.perf_counter()
+            est = LRHTreeDistiller(teacher, representation=lambda A, model=model, layers=layers: module_activations(
+                model, layers, ((np.asarray(A) - mean) / std).astype(np.float32), "teacher"), sampler=sampler,
+                max_depth=2, top_k=50, literals=literals, n_thresholds=7, n_fidelity=0, random_state=seed).fit(x_tr)
+            rows.append({**base, "method": f"LRH literals={literals}", "seconds": time.perf_counter() - t0,
+                         "fidelity_test": float((est.predict(x_te) == y_te).mean()),
+                         "fidelity_munge": float((est.predict(X_munge) == y_munge).mean()),
+                         "leaves": est.tree_.n_leaves, "rules": est.export_rules(names),
+                         "diagnostic": est.lrh_diagnostic_})
+            log(f"realdata s={seed} {rows[-1]['method']}: test {rows[-1]['fidelity_test']:.3f} "
+                f"munge {rows[-1]['fidelity_munge']:.3f} (rule: {base['rule_fidelity_test']:.3f})")
+        Xc = sampler(6000, np.random.default_rng(300 + seed))
+        model_c = DecisionTreeClassifier(max_depth=2, random_state=seed).fit(Xc, labels_from_scores(teacher(Xc)))
+        rows.append({**base, "method": "CART depth 2", "fidelity_test": float((model_c.predict(x_te) == y_te).mean()),
+                     "fidelity_munge": float((model_c.predict(X_munge) == y_munge).mean()),
+                     "leaves": int(model_c.get_n_leaves())})
+    return rows
+
+
+CURVES = {
+    "samples_depth": lambda log: curve_samples([(30, d) for d in (2, 3, 4)], log),
+    "samples_n": lambda log: curve_samples([(n, 3) for n in (25, 50, 100)], log),
+    "nonuniform": lambda log: curve_settings("nonuniform", log),
+    "tanh": lambda log: curve_settings("tanh", log),
+    "imperfect": lambda log: curve_settings("imperfect", log),
+    "provable": lambda log: curve_settings("provable", log),
+    "realdata": curve_realdata,
+}
+
+
+def run_curve(name: str) -> None:
+    """Run one curve, write benchmarks/results/trees_<name>.json and .md, and redraw trees_curves.png."""
+    t0 = time.perf_counter()
+    rows = CURVES[name](lambda msg: print(msg, flush=True))
+    meta = {"curve": name, "wall_seconds": time.perf_counter() - t0, "epsilon": EPSILON, "seeds": list(CURVE_SEEDS),
+            "load_average": list(__import__("os").getloadavg()), "rows": rows}
+    io.write_text(RESULTS / f"trees_{name}.json", json.dumps(meta, indent=1, default=_jsonable) + "\n")
+    io.write_text(RESULTS / f"trees_{name}.md", curve_markdown(name, meta))
+    plot_curves(RESULTS / "trees_curves.png")
+
+
+def _jsonable(o):
+    return o.item() if hasattr(o, "item") else str(o)
+
+
+def _diag(d: list[dict] | None) -> str:
+    if not d:
+        return "-"
+    return "; ".join(f"L{x['level']}: {x['probed']}/{x['conjunctions']} probed, FVU max "
+                     f"{fmt(x['fvu_max'], '.2f')}, outranked by {'-' if x['outranked'] is None else x['outranked']}"
+                     for x in d)
+
+
+def curve_markdown(name: str, meta: dict) -> str:
+    import collections
+
+    rows = meta["rows"]
+    out = [f"# Tree distillation curve `{name}` (issue 20)", "",
+           f"`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trees.py --curve {name}`; wall "
+           f"{meta['wall_seconds']:.0f} s on the shared 2-core CPU (1-min load average at the end: "
+           f"{meta['load_average'][0]:.2f}). Settings fixed in the code before the run. Family B (anti-greedy) "
+           "planted trees; fidelity = agreement with the teacher on "
+           f"{N_EVAL} fresh points from the same distribution; LRH top_k={CURVE_K} unless stated.", ""]
+    if name.startswith("samples"):
+        out += [f"Samples needed to reach fidelity >= {1 - EPSILON} (LRH: fresh unlabelled + teacher-labelled, "
+                "a third labelled; CART / exhaustive: teacher-labelled). '>' = not reached within the grid.", "",
+                "| n | d | seed | LRH samples | LRH probes | exhaustive DP samples | conjunctions (n^d space) | "
+                "CART (unconstrained) samples | CART leaves there | LRH s at target | exhaustive s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        groups = collections.defaultdict(list)
+        for r in rows:
+            groups[(r["n"], r["depth"], r["seed"], r["method"])].append(r)
+        for n, d, seed in sorted({(r["n"], r["depth"], r["seed"]) for r in rows}):
+            cells = []
+            for method in ("LRH", "exhaustive DP", "CART free"):
+                g = groups.get((n, d, seed, method), [])
+                hit = samples_to_reach([(r["samples"], r["fidelity"]) for r in g], 1 - EPSILON)
+                row = next((r for r in g if r["samples"] == hit), None)
+                cells.append((hit, row, g))
+            (lh, lr, lg), (eh, er, eg), (ch, cr, cg) = cells
+            total = sum(2**i * math.comb(n, i) for i in range(d + 1))
+            out.append(f"| {n} | {d} | {seed} | {lh if lh else '>' + str(max(r['samples'] for r in lg))} | "
+                       f"{lr['probes'] if lr else '-'} | "
+                       f"{eh if eh else ('>' + str(max(r['samples'] for r in eg)) if eg else 'infeasible')} | "
+                       f"{total:,} | "
+                       f"{ch if ch else '>' + str(max(CART_BUDGETS))} | {cr['leaves'] if cr else '-'} | "
+                       f"{fmt(lr['seconds'] if lr else None, '.1f')} | {fmt(er['seconds'] if er else None, '.1f')} |")
+        out += ["", "Full curves (fidelity per budget):", "", "| n | d | seed | method | samples: fidelity |",
+                "|---|---|---|---|---|"]
+        for (n, d, seed, method), g in sorted(groups.items()):
+            out.append(f"| {n} | {d} | {seed} | {method} | " +
+                       ", ".join(f"{r['samples']}: {r['fidelity']:.3f}" for r in g) + " |")
+        lrh = [r for r in rows if r["method"] == "LRH"]
+        out += ["", "LRH diagnostic at the largest budget run (planted nodes as reference):", ""]
+        for (n, d, seed), _ in sorted({(r["n"], r["depth"], r["seed"]): 0 for r in lrh}.items()):
+            last = [r for r in lrh if (r["n"], r["depth"], r["seed"]) == (n, d, seed)][-1]
+            out.append(f"- n={n} d={d} seed {seed}: {_diag(last['diagnostic'])}")
+    elif name == "realdata":
+        out += ["Breast-cancer features; labels from a known depth-2 rule (thresholds at training medians): "
+                f"`{REAL_RULE[0][0]} > m ? {REAL_RULE[0][1]} > m : {REAL_RULE[0][2]} > m`. The teacher (MLP 64-64) is "
+                "trained on 20k MUNGE points labelled by the rule; the distillers draw fresh MUNGE inputs. "
+                "'MUNGE fidelity' is measured on MUNGE draws, so it is a statement about MUNGE's distribution; "
+                "'test fidelity' is on the 143 real held-out rows.", "",
+                "| seed | method | leaves | test fidelity | MUNGE fidelity | rule's own test / MUNGE fidelity | "
+                "diagnostic |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['seed']} | {r['method']} | {r['leaves']} | {r['fidelity_test']:.3f} | "
+                       f"{r['fidelity_munge']:.3f} | {r['rule_fidelity_test']:.3f} / {r['rule_fidelity_munge']:.3f} | "
+                       f"{_diag(r.get('diagnostic'))} |")
+        first = next((r for r in rows if "rules" in r), None)
+        if first:
+            out += ["", f"Seed {first['seed']}, {first['method']}:", "", "```", *first["rules"], "```"]
+    else:
+        out += ["| setting | seed | teacher acc. | planted tree's fidelity | method | fidelity | gap to planted | "
+                "leaves | probes | frontier sizes | bound warnings | s | diagnostic (planted nodes) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['setting']} | {r['seed']} | {r['teacher_accuracy']:.4f} | {r['planted_fidelity']:.4f} | "
+                       f"{r['method']} | {r['fidelity']:.4f} | {r['fidelity'] - r['planted_fidelity']:+.4f} | "
+                       f"{r['leaves']} | {r.get('probes', '-')} | {r.get('frontier', '-')} | "
+                       f"{r.get('bound_warnings', '-')} | {fmt(r.get('seconds'), '.1f')} | "
+                       f"{_diag(r.get('diagnostic'))} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_curves(path: Path) -> None:
+    """Fidelity vs samples for every samples_* curve that has results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for name in ("samples_depth", "samples_n"):
+        file = RESULTS / f"trees_{name}.json"
+        if file.is_file():
+            rows = json.loads(file.read_text())["rows"]
+            panels += [(name, key, [r for r in rows if (r["n"], r["depth"]) == key])
+                       for key in sorted({(r["n"], r["depth"]) for r in rows})]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False, sharey=True)
+    for ax, (_, (n, d), rows) in zip(axes[0], panels, strict=True):
+        for method, style in (("LRH", "-o"), ("exhaustive DP", "-s"), ("CART free", "--^")):
+            for seed in sorted({r["seed"] for r in rows}):
+                g = [r for r in rows if r["method"] == method and r["seed"] == seed]
+                if g:
+                    ax.plot([r["samples"] for r in g], [r["fidelity"] for r in g], style, markersize=3,
+                            label=method if seed == 0 else None, color={"LRH": "C0", "exhaustive DP": "C2"}.get(
+                                method, "C3"), alpha=0.8)
+        ax.axhline(1 - EPSILON, color="0.5", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(f"n={n}, d={d}", fontsize=9)
+        ax.set_xlabel("samples", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fidelity to teacher")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    io.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="done", choices=sorted(GRIDS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--teachers-only", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from cached results")
+    parser.add_argument("--curve", choices=sorted(CURVES), help="run one issue-20 curve (minutes) instead of a grid")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.curve:
+        return run_curve(args.curve)
     rows: list[dict] = []
     for family, n, depth in GRIDS[args.grid]:
         for seed in range(args.seeds):

@@ -42,3 +42,20 @@ class ConjunctionRepresentation:
         nnz = np.abs(self.rows).sum(axis=1)
         ands = np.where(X @ self.rows.T > nnz - 0.5, 1.0, -1.0)
         return np.concatenate([ands, np.tanh(X @ self.proj)], axis=1)
+
+
+class NoisyConjunctionRepresentation:
+    """phi(x) = the 0/1 indicators of the given conjunctions, each blurred by `noise` * tanh(<w_j, x>) (a
+    deterministic nonlinearity no probe can undo), plus `n_noise` further tanh features: an approximate LRH."""
+
+    def __init__(self, rows: np.ndarray, noise: float, n_noise: int = 0, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.rows, self.noise = rows, noise
+        self.blur = rng.normal(size=(rows.shape[1], len(rows)))
+        self.proj = rng.normal(size=(rows.shape[1], n_noise))
+
+    def __call__(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        nnz = np.abs(self.rows).sum(axis=1)
+        ands = (X @ self.rows.T > nnz - 0.5).astype(np.float64)
+        return np.concatenate([ands + self.noise * np.tanh(X @ self.blur), np.tanh(X @ self.proj)], axis=1)

@@ -143,28 +143,42 @@ class TeacherTreeMixin(ClassifierMixin):
         names = getattr(self, "feature_names_in_", None)
         return [str(n) for n in names] if names is not None else None
 
-    def export_text(self, feature_names: list[str] | None = None) -> str:
-        check_is_fitted(self, "tree_")
-        return render.export_text(self.tree_, self.classes_, self._names(feature_names))
+    def _class_labels(self, class_names: list[str] | None) -> np.ndarray:
+        """What a leaf prints: class_names[c] (e.g. a dataset's target_names), else the class id c."""
+        if class_names is None:
+            return self.classes_
+        names = [str(c) for c in class_names]
+        if len(names) != len(self.classes_):
+            raise ValueError(f"{type(self).__name__}: {len(names)} class_names for {len(self.classes_)} teacher "
+                             f"classes; give one name per class id 0..{len(self.classes_) - 1}.")
+        return np.asarray(names, dtype=object)
 
-    def export_rules(self, feature_names: list[str] | None = None) -> list[str]:
+    def export_text(self, feature_names: list[str] | None = None, class_names: list[str] | None = None) -> str:
         check_is_fitted(self, "tree_")
-        return render.export_rules(self.tree_, self.classes_, self._names(feature_names))
+        return render.export_text(self.tree_, self._class_labels(class_names), self._names(feature_names))
 
-    def to_dict(self, feature_names: list[str] | None = None) -> dict[str, Any]:
+    def export_rules(self, feature_names: list[str] | None = None,
+                     class_names: list[str] | None = None) -> list[str]:
         check_is_fitted(self, "tree_")
-        out = render.to_dict(self.tree_, self.classes_, self._names(feature_names))
+        return render.export_rules(self.tree_, self._class_labels(class_names), self._names(feature_names))
+
+    def to_dict(self, feature_names: list[str] | None = None,
+                class_names: list[str] | None = None) -> dict[str, Any]:
+        check_is_fitted(self, "tree_")
+        out = render.to_dict(self.tree_, self._class_labels(class_names), self._names(feature_names))
         out["fidelity"] = {"observed": self.fidelity_, "lower_bound": self.fidelity_lower_,
                            "confidence": self.confidence, "n_fresh_samples": self.n_fidelity_}
         return out
 
-    def save(self, folder: str | Path, feature_names: list[str] | None = None, title: str | None = None) -> None:
+    def save(self, folder: str | Path, feature_names: list[str] | None = None, title: str | None = None,
+             class_names: list[str] | None = None) -> None:
         """tree.txt (rules), tree.json, tree.png and fidelity.txt in `folder` (each written atomically)."""
         folder = Path(folder)
-        write_text(folder / "tree.txt", self.export_text(feature_names) + "\n" +
-                   "\n".join(self.export_rules(feature_names)) + "\n")
-        write_json(folder / "tree.json", self.to_dict(feature_names))
-        render.save_png(self.tree_, self.classes_, folder / "tree.png", self._names(feature_names), title)
+        write_text(folder / "tree.txt", self.export_text(feature_names, class_names) + "\n" +
+                   "\n".join(self.export_rules(feature_names, class_names)) + "\n")
+        write_json(folder / "tree.json", self.to_dict(feature_names, class_names))
+        render.save_png(self.tree_, self._class_labels(class_names), folder / "tree.png", self._names(feature_names),
+                        title)
         write_text(folder / "fidelity.txt", self.fidelity_statement() + "\n")
 
     @property

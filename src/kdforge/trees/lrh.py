@@ -14,8 +14,15 @@ it computes. The distiller (PAC_DISTILLATION.md 2.2, 2.3):
    - practical variant (`top_k`, the author's code [CODE]): the frontier is the top_k candidates by
      validation error;
    - provable variant (`probe_mse`, Algorithm B [RECONSTRUCTED]): the frontier is every candidate whose
-     validation MSE is <= probe_mse (held-out MSE; the reconstruction uses the training MSE, which can only
-     keep more).
+     validation error is <= probe_mse (held-out error; the reconstruction uses the training MSE, which can only
+     keep more). With `probe_scale="variance"` (default) the error is MSE / Var(target), the fraction of
+     variance unexplained, so one threshold means the same thing at every level: the variance of a level-l
+     conjunction on the uniform cube falls from 1 (l = 1) to 4 * 2^-l (1 - 2^-l) (0.12 at l = 5), and a raw
+     threshold that keeps the true level-1 nodes keeps every deep conjunction. `"raw"` is the old raw MSE.
+     The frontier of level l is checked against the counting bound (m + 1) * 2^l of PAC_DISTILLATION.md 2.3(5)
+     (m = width of phi): under the exact LRH on the uniform cube no more conjunctions can be represented, so a
+     larger frontier means the threshold admits unrepresented conjunctions; it is cut to the bound (best
+     first) with a warning, which keeps the polynomial probe count.
 3. TREE-DP (`dp.py`) over *all* probed conjunctions on fresh teacher-labelled samples gives the best tree per
    leaf budget; the smallest tree within `size_tolerance` of the best agreement is kept (2.6).
 
@@ -23,25 +30,37 @@ Ranking (`rank_by`): the code ranks by raw validation MSE. With continuous liter
 different fractions of the data and a rare conjunction has a small MSE just by being almost constant, so
 "fvu" ranks by MSE / variance of the target (1 - R^2). On the uniform Boolean cube every candidate of one level
 has the same variance, and both rankings agree up to sampling noise. "auto" uses "mse" on the cube and "fvu"
-otherwise. Candidates that are constant on the validation split (empty conjunctions) are never in a frontier.
+otherwise, where "the cube" means entries +/-1 *with balanced marginals* (`literals.is_balanced_cube`): on a
+skewed cube (P(x_j = +1) = 0.8) raw MSE favours near-empty conjunctions.
+Candidates that are constant on the validation split (empty conjunctions) are never in a frontier.
+
+LRH diagnostic (`lrh_diagnostic_`): per level, the fraction of variance unexplained (FVU) by the best probe of
+each *represented* conjunction of that level: the planted tree's nodes when `reference_conjunctions` is given,
+else the distilled tree's own nodes. FVU near 0 means the hypothesis holds there; a true node with a large FVU,
+or outranked by many candidates, is why a tree was not recovered.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
 
+from kdforge.io import write_text
+from kdforge.trees import render
 from kdforge.trees.base import TeacherTreeEstimator, check_fraction, check_int
 from kdforge.trees.conjunctions import and_values, extend
 from kdforge.trees.dp import tree_dp
-from kdforge.trees.literals import choose_literals, is_boolean_cube
+from kdforge.trees.literals import Literals, choose_literals, is_balanced_cube
 from kdforge.trees.probes import RidgeProbes
 from kdforge.trees.teachers import make_representation
+from kdforge.trees.tree import Tree
 
 _CHUNK = 4096
 
@@ -62,13 +81,18 @@ class LRHTreeDistiller(TeacherTreeEstimator):
             up to `max_auto_depth` until the DP agreement stops improving (by less than 0.1%).
         max_leaf_nodes: Leaf budget of the DP; default 2**depth.
         top_k: Frontier size per level (practical variant; the author's runs use 10 to 1000).
-        probe_mse: Validation-MSE threshold of the provable variant; set top_k=None to use it.
+        probe_mse: Threshold of the provable variant (set top_k=None to use it): on the fraction of variance
+            unexplained with probe_scale='variance', on the raw validation MSE with 'raw'.
+        probe_scale: 'variance' (default) or 'raw' (see the module docstring).
         ridge: Ridge penalty per probe-train sample (lambda = ridge * n_probe).
         n_probe, n_val, n_dp: Fresh samples for probe fitting, probe validation and the DP (teacher-labelled).
         n_fidelity: Fresh samples for the fidelity estimate and its Clopper-Pearson bound.
         literals: 'auto', 'boolean', 'quantile' or 'sensitivity' (see `kdforge.trees.literals`).
         n_thresholds: Thresholds per continuous feature.
         rank_by: 'auto', 'mse' or 'fvu' (see the module docstring).
+        reference_conjunctions: Optional (R, n_literals) ternary rows (e.g. a planted tree's
+            `node_conjunctions()` on the cube) that the LRH diagnostic measures instead of the distilled tree's
+            own nodes.
         size_tolerance: Keep the smallest tree whose DP agreement is within this fraction of the best.
         max_auto_depth: Deepest depth tried when max_depth is None.
         confidence: Level of the one-sided fidelity bound.
@@ -89,6 +113,12 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         train_agreement_: Agreement of the tree with the teacher on the DP samples.
         fidelity_, fidelity_lower_, n_fidelity_: Agreement on fresh samples and its lower confidence bound.
         timings_: Seconds spent sampling, representing, probing and in the DP.
+        rank_by_: The ranking used ('mse' or 'fvu'; 'auto' resolved).
+        frontier_sizes_: Frontier size per level 1..depth_-1; frontier_bound_: the counting bound (m+1) 2^l.
+        lrh_diagnostic_: One dict per level 1..depth_ (see the module docstring): `conjunctions` measured,
+            `probed` (how many were among the candidates), `fvu_median` / `fvu_max` of their probes,
+            `best_candidate_fvu`, `outranked` (candidates ranked above the worst measured one), `source`
+            ('reference' or 'tree').
 
     Example:
         >>> import numpy as np
@@ -108,7 +138,8 @@ class LRHTreeDistiller(TeacherTreeEstimator):
                  probe_mse: float | None = None, ridge: float = 1e-2, n_probe: int = 2000, n_val: int = 2000,
                  n_dp: int = 2000, n_fidelity: int = 20000, literals: str = "auto", n_thresholds: int = 8,
                  rank_by: str = "auto", size_tolerance: float = 0.005, max_auto_depth: int = 6,
-                 confidence: float = 0.95, random_state: int | None = None) -> None:
+                 confidence: float = 0.95, random_state: int | None = None, probe_scale: str = "variance",
+                 reference_conjunctions: np.ndarray | None = None) -> None:
         self.teacher = teacher
         self.layers = layers
         self.representation = representation
@@ -129,6 +160,8 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         self.max_auto_depth = max_auto_depth
         self.confidence = confidence
         self.random_state = random_state
+        self.probe_scale = probe_scale
+        self.reference_conjunctions = reference_conjunctions
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
@@ -161,6 +194,9 @@ class LRHTreeDistiller(TeacherTreeEstimator):
             raise ValueError(
                 f"The 'rank_by' parameter of {name} must be 'auto', 'mse' or 'fvu'. Got {self.rank_by!r}."
             )
+        if self.probe_scale not in ("variance", "raw"):
+            raise ValueError(f"The 'probe_scale' parameter of {name} must be 'variance' or 'raw'. "
+                             f"Got {self.probe_scale!r}.")
         if self.literals not in ("auto", "boolean", "quantile", "sensitivity"):
             raise ValueError(f"The 'literals' parameter of {name} must be 'auto', 'boolean', 'quantile' or "
                              f"'sensitivity'. Got {self.literals!r} instead.")
@@ -220,11 +256,16 @@ class LRHTreeDistiller(TeacherTreeEstimator):
 
         rank_by = self.rank_by
         if rank_by == "auto":
-            rank_by = "mse" if is_boolean_cube(fitting) else "fvu"
+            rank_by = "mse" if is_balanced_cube(fitting) else "fvu"
+        self.rank_by_ = rank_by
         n_literals = len(self.literals_)
+        reference = self._check_reference(n_literals)
         levels = [np.zeros((1, n_literals), dtype=np.int8)]
         errors = [np.zeros(1)]
+        scores: list[np.ndarray] = [np.zeros(1)]
         frontier = levels[0]
+        frontier_sizes: list[int] = []
+        bounds: list[int] = []
         depth_cap = self.max_depth if self.max_depth is not None else self.max_auto_depth
         depth_cap = min(depth_cap, n_literals)
         probe_seconds = dp_seconds = 0.0
@@ -232,15 +273,18 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         for depth in range(1, depth_cap + 1):
             t0 = time.perf_counter()
             candidates = extend(frontier)
-            mse, score = self._probe(candidates, probes, Z_probe, Z_val, phi_val_std, rank_by)
+            mse, var = self._probe(candidates, probes, Z_probe, Z_val, phi_val_std)
+            usable = np.isfinite(var)
+            score = np.where(usable, mse / np.where(usable, var, 1.0) if rank_by == "fvu" else mse, np.inf)
             levels.append(candidates)
             errors.append(mse)
-            usable = np.isfinite(score)
+            scores.append(score)
             if self.top_k is not None:
                 order = np.nonzero(usable)[0][np.argsort(score[usable], kind="stable")]
                 frontier = candidates[order[: self.top_k]]
             else:
-                frontier = candidates[usable & (mse <= self.probe_mse)]
+                frontier = self._threshold_frontier(candidates, mse, var, usable, depth, phi_probe.shape[1], bounds)
+            frontier_sizes.append(len(frontier))
             probe_seconds += time.perf_counter() - t0
             if self.max_depth is not None and depth < self.max_depth:
                 continue
@@ -260,9 +304,14 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         self.probe_mse_ = np.concatenate(errors)[: len(result.rows)]
         self.n_probes_ = int(len(result.rows))
         self.n_exhaustive_ = int(sum(2**i * math.comb(n_literals, i) for i in range(self.depth_ + 1)))
+        self.frontier_sizes_ = frontier_sizes[: max(self.depth_ - 1, 0)]
+        self.frontier_bound_ = [(phi_probe.shape[1] + 1) * 2**level for level in range(1, self.depth_)]
         t0 = time.perf_counter()
         budget = result.smallest_budget(self.size_tolerance)
         self.tree_ = result.build(budget, self.literals_)
+        measured = reference if reference is not None else tree_conjunctions(self.tree_, self.literals_)
+        self.lrh_diagnostic_ = self._diagnose(measured, "reference" if reference is not None else "tree",
+                                              levels, scores, probes, Z_probe, Z_val, phi_val_std)
         self.train_agreement_ = float(np.mean(self.tree_.predict_proba(X_dp).argmax(axis=1) == y_dp))
         dp_seconds += time.perf_counter() - t0
         self.n_samples_ = {"probe_train": len(X_probe), "probe_val": len(X_val), "dp": len(X_dp),
@@ -272,11 +321,43 @@ class LRHTreeDistiller(TeacherTreeEstimator):
         self._finish_fit(X_fid if len(X_fid) else None, y_fid)
         return self
 
+    def save(self, folder: str | Path, feature_names: list[str] | None = None, title: str | None = None,
+             class_names: list[str] | None = None) -> None:
+        """As the base `save`, plus lrh_diagnostic.md (the per-level LRH diagnostic)."""
+        super().save(folder, feature_names, title, class_names)
+        write_text(Path(folder) / "lrh_diagnostic.md", "\n".join(render.lrh_diagnostic_lines(self.lrh_diagnostic_))
+                   + "\n")
+
+    def _check_reference(self, n_literals: int) -> np.ndarray | None:
+        if self.reference_conjunctions is None:
+            return None
+        ref = np.asarray(self.reference_conjunctions)
+        if ref.ndim != 2 or ref.shape[1] != n_literals or not np.isin(ref, (-1, 0, 1)).all():
+            raise ValueError(f"{type(self).__name__}: 'reference_conjunctions' must be (R, {n_literals}) ternary rows "
+                             f"(-1/0/+1 per literal); got shape {ref.shape}.")
+        return ref.astype(np.int8)
+
+    def _threshold_frontier(self, candidates: np.ndarray, mse: np.ndarray, var: np.ndarray, usable: np.ndarray,
+                            level: int, width: int, bounds: list[int]) -> np.ndarray:
+        """Provable variant: every usable candidate under the threshold, cut to the counting bound (m+1) 2^l."""
+        error = mse / np.where(usable, var, 1.0) if self.probe_scale == "variance" else mse
+        keep = np.nonzero(usable & (error <= self.probe_mse))[0]
+        bound = (width + 1) * 2**level
+        bounds.append(bound)
+        if len(keep) > bound:
+            warnings.warn(f"{type(self).__name__}: {len(keep)} level-{level} conjunctions pass probe_mse="
+                          f"{self.probe_mse} but at most (m+1)*2^l = {bound} can be represented exactly "
+                          f"(m = {width}); the threshold admits unrepresented conjunctions, keeping the best "
+                          f"{bound}. Lower probe_mse.", UserWarning, stacklevel=3)
+            keep = keep[np.argsort(error[keep], kind="stable")[:bound]]
+        return candidates[keep]
+
     def _probe(self, candidates: np.ndarray, probes: RidgeProbes, Z_probe: np.ndarray, Z_val: np.ndarray,
-               phi_val_std: np.ndarray, rank_by: str) -> tuple[np.ndarray, np.ndarray]:
-        """(validation MSE, ranking score) of each candidate conjunction; score is inf when unusable."""
+               phi_val_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(validation MSE, validation variance of the target) of each candidate; the variance is inf for a
+        conjunction that is constant on the validation split or never satisfied on probe-train (unusable)."""
         mse = np.empty(len(candidates))
-        score = np.empty(len(candidates))
+        variance = np.empty(len(candidates))
         for start in range(0, len(candidates), _CHUNK):
             rows = candidates[start:start + _CHUNK]
             y_train, y_val = and_values(Z_probe, rows), and_values(Z_val, rows)
@@ -284,6 +365,53 @@ class LRHTreeDistiller(TeacherTreeEstimator):
             var = y_val.var(axis=0).astype(np.float64)
             constant = (var < 1e-12) | (y_train.max(axis=0) < 0)  # never satisfied: nothing to represent
             mse[start:start + len(rows)] = err
-            ranked = err if rank_by == "mse" else err / np.where(constant, 1.0, var)
-            score[start:start + len(rows)] = np.where(constant, np.inf, ranked)
-        return mse, score
+            variance[start:start + len(rows)] = np.where(constant, np.inf, var)
+        return mse, variance
+
+    def _diagnose(self, measured: np.ndarray, source: str, levels: list[np.ndarray], scores: list[np.ndarray],
+                  probes: RidgeProbes, Z_probe: np.ndarray, Z_val: np.ndarray,
+                  phi_val_std: np.ndarray) -> list[dict[str, Any]]:
+        """Per level: how well the probes explain the measured conjunctions (FVU) and how they rank."""
+        out = []
+        nnz = np.abs(measured).sum(axis=1)
+        for level in range(1, self.depth_ + 1):
+            rows = measured[nnz == level]
+            if len(rows) == 0:
+                continue
+            mse, var = self._probe(rows, probes, Z_probe, Z_val, phi_val_std)
+            fvu = np.where(np.isfinite(var), mse / np.where(np.isfinite(var), var, 1.0), np.nan)
+            position = {r.tobytes(): i for i, r in enumerate(levels[level])} if level < len(levels) else {}
+            found = [position[r.tobytes()] for r in rows if r.tobytes() in position]
+            level_scores = scores[level] if level < len(scores) else np.zeros(0)
+            worst = max((level_scores[i] for i in found), default=np.nan)
+            finite = level_scores[np.isfinite(level_scores)]
+            best = None
+            if len(finite):
+                best_index = int(np.argmin(np.where(np.isfinite(level_scores), level_scores, np.inf)))
+                cand_mse, cand_var = self._probe(levels[level][best_index:best_index + 1], probes, Z_probe, Z_val,
+                                                 phi_val_std)
+                best = float(cand_mse[0] / cand_var[0])
+            ok = fvu[np.isfinite(fvu)]
+            out.append({"level": level, "source": source, "conjunctions": int(len(rows)), "probed": len(found),
+                        "fvu_median": float(np.median(ok)) if len(ok) else None,
+                        "fvu_max": float(np.max(ok)) if len(ok) else None, "best_candidate_fvu": best,
+                        "outranked": int(np.sum(finite < worst)) if np.isfinite(worst) else None})
+        return out
+
+
+def tree_conjunctions(tree: Tree, literals: Literals) -> np.ndarray:
+    """(nodes, L) ternary rows: the path conjunction of every node of `tree` (root first), over `literals`."""
+    index = {(int(f), float(t)): i for i, (f, t) in enumerate(zip(literals.feature, literals.threshold, strict=True))}
+    rows = [np.zeros(len(literals), dtype=np.int8)]
+    stack = [(0, 0)]
+    while stack:
+        node, row = stack.pop()
+        if tree.feature[node] < 0:
+            continue
+        literal = index[(int(tree.feature[node]), float(tree.threshold[node]))]
+        for child, sign in ((tree.left[node], -1), (tree.right[node], 1)):
+            new = rows[row].copy()
+            new[literal] = sign
+            rows.append(new)
+            stack.append((child, len(rows) - 1))
+    return np.asarray(rows)

@@ -48,6 +48,8 @@ class TreeData(_Strict):
     test_size: float = Field(0.25, gt=0, lt=1)
     split_seed: int = 0
     feature_names: list[str] | None = Field(None, description="Default: the sklearn dataset's names, else x[j].")
+    class_names: list[str] | None = Field(None, description="One per class id; default: the sklearn dataset's "
+                                                            "target_names, else the ids.")
 
 
 class TreeTeacherTrain(_Strict):
@@ -130,27 +132,35 @@ def load_tree_recipe(path: str | Path, overrides: list[str] | None = None) -> Tr
     return recipe
 
 
-def _load_arrays(spec: TreeData, base_dir: str | None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def _load_arrays(spec: TreeData, base_dir: str | None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[str] | None]:
     from kdforge.data import DATASETS  # importing the package registers the sources
     from kdforge.imports import is_py_ref, resolve_py_ref
 
     if is_py_ref(spec.source):
         out = resolve_py_ref(spec.source, where="recipe.data.source", search_dir=base_dir)(**spec.args)
         x, y = np.asarray(out[0]), np.asarray(out[1])
-        names = None
+        names = classes = None
     else:
         raw = DATASETS.get(spec.source, where="recipe.data.source")()
         x, y = raw.x.reshape(len(raw.x), -1), raw.y
-        names = None
+        names = classes = None
         if spec.source.startswith("sklearn:"):
             import sklearn.datasets
 
-            bunch = getattr(sklearn.datasets, f"load_{spec.source.removeprefix('sklearn:')}", None)
-            names = list(bunch().feature_names) if bunch is not None and hasattr(bunch(), "feature_names") else None
+            loader = getattr(sklearn.datasets, f"load_{spec.source.removeprefix('sklearn:')}", None)
+            bunch = loader() if loader is not None else None
+            names = list(bunch.feature_names) if hasattr(bunch, "feature_names") else None
+            classes = [str(c) for c in bunch.target_names] if hasattr(bunch, "target_names") else None
     names = spec.feature_names or names
     if names is not None and len(names) != x.shape[1]:
         raise RecipeError(f"recipe.data.feature_names: {len(names)} names for {x.shape[1]} features.")
-    return x.astype(np.float64), y.astype(np.int64), names
+    classes = spec.class_names or classes
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    if classes is not None and len(classes) != n_classes:
+        raise RecipeError(f"recipe.data.class_names: {len(classes)} names for {n_classes} classes (ids 0.."
+                          f"{n_classes - 1}); give one name per class.")
+    return x.astype(np.float64), y.astype(np.int64), names, classes
 
 
 def _teacher(recipe: TreeRecipe, x_train: np.ndarray, y_train: np.ndarray, out: Path) -> tuple[Any, dict]:
@@ -206,7 +216,7 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
     out = Path(out_dir or recipe.output_dir or f"runs/{recipe.name}")
     io.empty_dir(out, overwrite)
     io.write_text(out / "recipe.resolved.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    x, y, names = _load_arrays(recipe.data, recipe._base_dir)  # type: ignore[attr-defined]
+    x, y, names, class_names = _load_arrays(recipe.data, recipe._base_dir)  # type: ignore[attr-defined]
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=recipe.data.test_size,
                                                         random_state=recipe.data.split_seed, stratify=y)
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-8
@@ -225,7 +235,7 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
                                       "features": x.shape[1]},
         "teacher": {**teacher_info, "seconds": teacher_seconds, "layers": layers,
                     "test_accuracy": float((teacher_test == y_test).mean())},
-        "sampler": recipe.inputs.sampler, "methods": {},
+        "sampler": recipe.inputs.sampler, "class_names": class_names, "methods": {},
     }
     runs = [(recipe.distiller.method, recipe.distiller.params)] + [(b, {}) for b in recipe.baselines
                                                                      if b != recipe.distiller.method]
@@ -257,8 +267,8 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
         statement_test = fidelity_statement(agree, len(x_test), lower, recipe.confidence, "inputs like the test split",
                                             "held-out test samples")
         title = f"{recipe.name}: {method}, test fidelity {agree / len(x_test):.3f}"
-        est.save(out / method, names, title)
-        io.write_text(out / method / "fidelity.txt", f"On fresh {recipe.inputs.sampler} samples: "
+        est.save(out / method, names, title, class_names)
+        io.write_text(out / method / "fidelity.txt", f"{_fresh_label(recipe.inputs.sampler)}: "
                       f"{est.fidelity_statement()}\nOn the real test split: {statement_test}\n")
         entry = {"seconds": seconds, "leaves": int(est.n_leaves_),
                  "test_fidelity": agree / len(x_test), "test_fidelity_lower": lower,
@@ -268,7 +278,8 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
                  "fresh_statement": est.fidelity_statement()}
         if method == "lrh":
             entry.update(probes=est.n_probes_, exhaustive=est.n_exhaustive_, depth=est.depth_,
-                         literals=len(est.literals_), train_agreement=est.train_agreement_)
+                         literals=len(est.literals_), train_agreement=est.train_agreement_,
+                         lrh_diagnostic=est.lrh_diagnostic_)
         report["methods"][method] = entry
     io.write_json(out / "report.json", report)
     io.write_text(out / "report.md", _markdown(report))
@@ -276,12 +287,26 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
     return report
 
 
+def _fresh_label(sampler: str) -> str:
+    """Which distribution the 'fresh' bound is about: MUNGE's synthetic inputs are not the real distribution."""
+    if sampler == "munge":
+        return "On fresh MUNGE samples (synthetic inputs made from the training split; a bound about MUNGE's " \
+               "distribution, not about real inputs)"
+    return "On held-out rows of the training pool"
+
+
 def _markdown(report: dict[str, Any]) -> str:
+    from kdforge.trees.render import lrh_diagnostic_lines
+
     t = report["teacher"]
     lines = [f"# Tree distillation: {report['name']}", "",
              f"Data {report['data']['source']} ({report['data']['train']} train / {report['data']['test']} test, "
              f"{report['data']['features']} features); teacher test accuracy {t['test_accuracy']:.4f}; "
-             f"fresh inputs from {report['sampler']}.", "",
+             f"fresh inputs from {report['sampler']}"
+             + (f"; classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report['class_names']))}"
+                if report.get("class_names") else "") + ".", "",
+             f"'fresh' columns: {_fresh_label(report['sampler']).removeprefix('On ')}; 'test' columns: the real "
+             "held-out rows.", "",
              "| method | leaves | test fidelity | 95% lower | fresh fidelity | 95% lower | test accuracy | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for m, r in report["methods"].items():
@@ -290,4 +315,7 @@ def _markdown(report: dict[str, Any]) -> str:
                      f"{r['seconds']:.2f} |")
     first = next(iter(report["methods"]))
     lines += ["", f"{first}: the tree {report['methods'][first]['statement']}.", ""]
+    for m, r in report["methods"].items():
+        if "lrh_diagnostic" in r:
+            lines += [f"### {m}", "", *lrh_diagnostic_lines(r["lrh_diagnostic"]), ""]
     return "\n".join(lines)

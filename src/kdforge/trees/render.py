@@ -125,6 +125,28 @@ def save_png(tree: Tree, classes: np.ndarray, path: str | Path, feature_names: l
     plt.close(fig)
 
 
+def lrh_diagnostic_lines(diagnostic: list[dict[str, Any]]) -> list[str]:
+    """A markdown table of `LRHTreeDistiller.lrh_diagnostic_`: per level, how well linear probes explain the
+    represented conjunctions (FVU: fraction of variance unexplained; 0 = exactly linear) and how they rank."""
+    if not diagnostic:
+        return ["(no LRH diagnostic: the tree has no split)"]
+    source = diagnostic[0]["source"]
+    lines = [f"LRH diagnostic ({'the planted nodes' if source == 'reference' else 'the distilled tree own nodes'}): "
+             "FVU near 0 means the network represents the conjunctions linearly; a large FVU, or many "
+             "better-ranked candidates, is why a node can be missed.", "",
+             "| level | conjunctions | probed | FVU median | FVU max | best candidate FVU | candidates ranked above |",
+             "|---|---|---|---|---|---|---|"]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for d in diagnostic:
+        lines.append(f"| {d['level']} | {d['conjunctions']} | {d['probed']} | {f(d['fvu_median'])} | "
+                     f"{f(d['fvu_max'])} | {f(d['best_candidate_fvu'])} | "
+                     f"{'-' if d['outranked'] is None else d['outranked']} |")
+    return lines
+
+
 def fidelity_statement(agree: int, n: int, lower: float, confidence: float, what: str = "inputs",
                        samples: str = "fresh samples") -> str:
     """'agrees with the teacher on >= X% of inputs with 95% confidence, from N fresh samples (observed Y%)'."""

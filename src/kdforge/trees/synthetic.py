@@ -99,3 +99,27 @@ class CubeSampler:
 
     def __repr__(self) -> str:
         return f"CubeSampler(n_features={self.n_features})"
+
+
+class SkewedCubeSampler:
+    """Inputs on {-1,+1}^n that are *not* uniform: each coordinate is +1 with probability `p_plus`, and with
+    `correlation` > 0 every coordinate copies one shared +/-1 coin with that probability (pairwise correlation
+    about correlation^2 on balanced coordinates). `sampler(n, rng) -> (n, n_features)` float32."""
+
+    def __init__(self, n_features: int, p_plus: float = 0.5, correlation: float = 0.0) -> None:
+        self.n_features = n_features
+        self.p_plus = p_plus
+        self.correlation = correlation
+
+    def __call__(self, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+        rng = np.random.default_rng(rng)
+        X = np.where(rng.random((n_samples, self.n_features)) < self.p_plus, 1.0, -1.0)
+        if self.correlation > 0:
+            coin = np.where(rng.random((n_samples, 1)) < self.p_plus, 1.0, -1.0)
+            copy = rng.random((n_samples, self.n_features)) < self.correlation
+            X = np.where(copy, coin, X)
+        return X.astype(np.float32)
+
+    def __repr__(self) -> str:
+        return (f"SkewedCubeSampler(n_features={self.n_features}, p_plus={self.p_plus}, "
+                f"correlation={self.correlation})")
