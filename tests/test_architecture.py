@@ -23,7 +23,7 @@ LIBRARY = ("kdforge.types", "kdforge.losses", "kdforge.train", "kdforge.capture"
            "kdforge.layer_maps")
 # The application and the recipe schema.
 APPLICATION = ("kdforge.recipe", "kdforge.app", "kdforge.api", "kdforge.cli", "kdforge.export", "kdforge.report",
-               "kdforge.trees.recipe", "kdforge.trees.cli")
+               "kdforge.trees.recipe", "kdforge.tree_cli")
 
 
 def _modules() -> dict[str, Path]:

@@ -27,6 +27,12 @@ RECIPE = {
 }
 
 
+def _standardized(x, meta):
+    """x standardised with the statistics an export records (what the student saw during the run)."""
+    spec = meta["preprocess"]["standardize"]
+    return ((x.double() - torch.tensor(spec["mean"])) / torch.tensor(spec["std"])).float()
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
@@ -40,10 +46,11 @@ def test_safetensors_export_is_the_student_alone_and_reloads(run_dir, tmp_path):
     original, _ = load_saved_model(run_dir / "seed-1" / "student", "original")
     exported, meta = load_saved_model(tmp_path / "st", "exported")
     assert set(load_file(str(tmp_path / "st" / "model.safetensors"))) == set(original.state_dict())
-    x = torch.randn(7, 4)
-    assert torch.equal(original.eval()(x), exported.eval()(x))
+    x = torch.randn(7, 4) * 2 + 4  # raw features: the export standardises them as the run did
+    assert torch.allclose(original.eval()(_standardized(x, meta)), exported.eval()(x), atol=1e-5)
     info = json.loads((tmp_path / "st" / "export.json").read_text())
-    assert info["source"]["seed"] == 1 and info["max_abs_diff"] == 0.0 and result.max_abs_diff == 0.0
+    assert info["source"]["seed"] == 1 and info["max_abs_diff"] < 1e-5 and result.max_abs_diff < 1e-5
+    assert info["preprocess"] == meta["preprocess"] == json.loads((run_dir / "preprocess.json").read_text())
     assert info["outputs"]["logits"]["shape"] == ["batch", 3] and meta["model"] == "builtin:mlp"
 
 
@@ -99,9 +106,10 @@ def test_onnx_export_matches_pytorch_on_new_batch_sizes(run_dir, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     student, _ = load_saved_model(run_dir / "seed-0" / "student", "student")
     for batch in (1, 13):  # the batch axis is dynamic
-        x = torch.randn(batch, 4)
+        x = torch.randn(batch, 4) * 2 + 4  # raw features
         got = session.run(["logits"], {"x": x.numpy()})[0]
-        assert torch.allclose(torch.from_numpy(got), student.eval()(x).detach(), atol=1e-5)
+        expected = student.eval()(_standardized(x, result.info)).detach()
+        assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
 
 
 def test_onnx_export_of_a_cnn_with_batchnorm(tmp_path):

@@ -80,9 +80,16 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         table.add_row(name, f"{s['params']:,}", f"{s['accuracy']:.2%} ± {s['accuracy_std']:.2%}",
                       f"{s['agreement']:.2%}", f"{s['agreement_lower_95']:.2%}")
     out.print(table)
+    for entry in report.get("divergence", []) + [e for e in report.get("selection", []) if "message" in e]:
+        out.print(f"Warning: {entry['message']}", markup=False, highlight=False, soft_wrap=True)
     if "kd_gain" in report:
         out.print(f"KD gain over scratch: {100 * report['kd_gain']:+.2f} points")
-    out.print(f"Report: {out_dir / 'report.md'}  (also report.json, plots/)")
+    if "kd_gain_test" in report:  # whether that gap is a result: the paired test on the same test rows
+        from kdforge.report.compare import kd_verdict
+
+        out.print(kd_verdict(report["kd_gain_test"]), markup=False, highlight=False, soft_wrap=True)
+    out.print(f"Report: {out_dir / 'report.html'}  (also report.md, report.json, plots/)", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 def _print_embedding_summary(report: dict, out_dir: Path) -> None:
@@ -103,8 +110,8 @@ def _print_embedding_summary(report: dict, out_dir: Path) -> None:
     if "evaluation_error" in report:
         out.print(f"The detailed evaluation failed: {report['evaluation_error']}", markup=False, highlight=False,
                   soft_wrap=True)
-    out.print(f"Report: {out_dir / 'report.md'}  (also report.json, plots/)", markup=False, highlight=False,
-              soft_wrap=True)
+    out.print(f"Report: {out_dir / 'report.html'}  (also report.md, report.json, plots/)", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 def _num(x: float | None) -> str:
@@ -121,6 +128,8 @@ def _without_progress(recipe):
 
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (default: torch's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final table.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Import the py: code a run folder or model folder names (only for folders you trust).")]
 
 
 @app.command()
@@ -236,7 +245,9 @@ DeltaOpt = Annotated[float, typer.Option(help="One minus the confidence of that 
 
 def _print_evaluation(result: dict) -> None:
     f, pac = result["fidelity"], result["fidelity"]["pac"]
-    table = Table(title=f"kdforge eval  (n={f['n']})")
+    seed = result.get("source", {}).get("seed")
+    which = f"seed {seed} student, " if seed is not None else ""
+    table = Table(title=f"kdforge eval  ({which}{result.get('source', {}).get('split', 'test')} n={f['n']})")
     table.add_column("measure", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_row("top-1 agreement", f"{f['agreement']:.2%} [{f['agreement_lower']:.2%}, {f['agreement_upper']:.2%}]")
@@ -277,6 +288,7 @@ def eval_command(
     require_certified: Annotated[bool, typer.Option(
         help="Exit 1 unless disagreement <= epsilon is certified; exit 2 if the set is too small to ever be.")] \
         = False,
+    trust_code: TrustOpt = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -290,9 +302,9 @@ def eval_command(
     if run_dir is not None:
         if teacher or student or data:
             raise KDForgeError("eval: give either RUN_DIR or --teacher/--student/--data, not both.")
-        result = evaluate_run(run_dir, seed, opts, measure_cost=cost)
+        result = evaluate_run(run_dir, seed, opts, measure_cost=cost, trust_code=trust_code)
     elif teacher and student and data:
-        result = evaluate_folders(teacher, student, data, split, opts, measure_cost=cost)
+        result = evaluate_folders(teacher, student, data, split, opts, measure_cost=cost, trust_code=trust_code)
     else:
         raise KDForgeError("eval: give a run folder (kdforge eval runs/demo), or all of --teacher DIR, "
                            "--student DIR and --data SOURCE.")
@@ -317,21 +329,26 @@ def report(
     recipe_dir: Annotated[Path | None, typer.Option(help="Folder of the original recipe (for py: models).")] = None,
     epsilon: EpsilonOpt = 0.01,
     delta: DeltaOpt = 0.05,
+    trust_code: TrustOpt = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Rebuild report.json, report.md, report.html and plots of a finished run from its saved models."""
+    """Rebuild report.json, report.md, report.html and plots of a finished run (in RUN_DIR) from its saved models."""
     from kdforge.evaluate import EvalOptions
+    from kdforge.io import output_target
     from kdforge.report.run import open_run, regenerate_report
 
     _setup(threads, quiet)
-    confidence = open_run(run_dir, recipe_dir).recipe.eval.confidence
-    result = regenerate_report(run_dir, recipe_dir, EvalOptions(confidence=confidence, epsilon=epsilon, delta=delta))
+    confidence = open_run(run_dir, recipe_dir, trust_code).recipe.eval.confidence
+    # the report is written into RUN_DIR (there is no --out): a failed write says so
+    with output_target("RUN_DIR (kdforge report writes into the run folder: copy it somewhere writable)"):
+        result = regenerate_report(run_dir, recipe_dir, EvalOptions(confidence=confidence, epsilon=epsilon,
+                                                                    delta=delta), trust_code=trust_code)
     _print_summary(result, run_dir)
     # a label-free run has no PAC verdict (its fidelity is the cosine table above), nor has a failed evaluation
     pac = result.get("fidelity", {}).get("pac")
-    verdict = f"PAC: {pac['verdict']}  " if pac else ""
-    out.print(f"{verdict}(also {run_dir / 'report.html'})", markup=False, highlight=False, soft_wrap=True)
+    if pac:
+        out.print(f"PAC: {pac['verdict']}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -342,22 +359,58 @@ def export(
     seed: Annotated[int | None, typer.Option(help="Seed of the student (default: the report's).")] = None,
     scratch: Annotated[bool, typer.Option(help="Export the from-scratch baseline instead.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Export the student alone (no teacher, adapters or loss parts), checked against PyTorch on test inputs."""
     from kdforge.export import export_student
     from kdforge.report.run import open_run
 
-    if scratch and not open_run(run_dir).recipe.baseline:  # else the "finish with --resume" message misleads
+    # else the "finish with --resume" message misleads
+    if scratch and not open_run(run_dir, trust_code=trust_code).recipe.baseline:
         raise KDForgeError(f"export --scratch: {str(run_dir)!r} has no scratch baseline (its recipe has `baseline: "
                            "false`, as every label-free run does). Drop --scratch to export the distilled student.")
-    result = export_student(run_dir, fmt, out_dir, seed, "scratch" if scratch else "student", overwrite)
+    result = export_student(run_dir, fmt, out_dir, seed, "scratch" if scratch else "student", overwrite,
+                            trust_code=trust_code)
     out.print(f"Exported {result.info['source']['kind']} of seed {result.info['source']['seed']} as {fmt}: "
               f"{result.out_dir}  ({', '.join(result.files)}); check: {result.info['check']}, max |diff| "
               f"{result.max_abs_diff:.2g} on {result.info['check_rows']} test rows.", markup=False, highlight=False,
               soft_wrap=True)
 
 
-from kdforge.trees.cli import tree_command  # noqa: E402  (issue 10: `kdforge tree RECIPE`)
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="First run folder (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Second run folder (B), tested on the same rows.")],
+    scratch: Annotated[bool, typer.Option(help="Compare the runs' scratch baselines instead of their students.")]
+    = False,
+    confidence: Annotated[float | None, typer.Option(
+        help="1 - the test's level (default: run A's eval.confidence, 0.95: level 0.05).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the comparison here.")] = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Is run A's student more accurate than run B's? Exact McNemar test on the same test rows, seeds summed."""
+    from kdforge import io
+    from kdforge.report.comparison import compare_runs
+
+    _setup(threads, quiet)
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise KDForgeError(f"--confidence {confidence!r}: give a value in (0, 1), e.g. 0.95.")
+    result = compare_runs(run_a, run_b, "scratch" if scratch else "student", confidence)
+    table = Table(title=f"kdforge compare  ({result['seeds']} seed pair(s), {result['rows']:,} test rows each)")
+    for column in ("seed A", "seed B", "accuracy A", "accuracy B", "A right, B wrong", "B right, A wrong", "p"):
+        table.add_column(column, justify="right")
+    for s in result["per_seed"]:
+        table.add_row(str(s["seed_a"]), str(s["seed_b"]), f"{s['accuracy_a']:.2%}", f"{s['accuracy_b']:.2%}",
+                      str(s["a_only"]), str(s["b_only"]), f"{s['p_value']:.3g}")
+    out.print(table)
+    out.print(result["verdict"], markup=False, highlight=False, soft_wrap=True)
+    if json_path is not None:
+        io.write_json(json_path, result)
+        out.print(f"Comparison: {json_path}", markup=False, highlight=False)
+
+
+from kdforge.tree_cli import tree_command  # noqa: E402  (issue 10: `kdforge tree RECIPE`)
 
 app.command("tree")(tree_command)
 
@@ -367,7 +420,8 @@ def cache(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file whose teacher has weights.")],
     cache_dir: Annotated[Path | None, typer.Option("--dir", help="Store folder (default: teacher.cache.dir).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Rebuild a store built for another teacher or data.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Rebuild the whole store: a damaged one, or one built for another teacher or data.")] = False,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -389,6 +443,14 @@ def main(argv: list[str] | None = None) -> None:
     except KDForgeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         err.print(f"error: {'; '.join(lines)}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # a write that met a full or failing disk outside kdforge.io (a library's own writer)
+        from kdforge.io import DISK_ERRNOS, os_error
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        err.print(f"error: {os_error(exc, exc.filename or 'a file')}", markup=False, highlight=False,
+                  soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; resume with --resume", markup=False)

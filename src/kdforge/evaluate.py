@@ -88,8 +88,9 @@ def is_label_free(data: TensorData) -> bool:
 
 def validator(data: TensorData, inputs: list[str], teacher_logits: Tensor | None,
               batch_size: int = 512) -> Callable[[nn.Module], dict[str, float]]:
-    """A `validate(student)` function for the loop: val accuracy and (with a teacher) agreement; on label-free
-    data, `val/cosine` (mean cosine to the teacher's outputs, maximised by `monitor`) and `val/mse`."""
+    """A `validate(student)` function for the loop: val accuracy, `val/loss` (mean cross-entropy on the labelled
+    rows; the loop breaks accuracy ties with it) and (with a teacher) agreement; on label-free data,
+    `val/cosine` (mean cosine to the teacher's outputs, maximised by `monitor`) and `val/mse`."""
     if is_label_free(data) and teacher_logits is None:
         raise KDForgeError(f"{data.name}: the validation data has no 'labels' and there are no teacher outputs to "
                            "compare with; give labelled data, or a teacher, or set data.val_size: 0.")
@@ -101,8 +102,12 @@ def validator(data: TensorData, inputs: list[str], teacher_logits: Tensor | None
         if is_label_free(data):
             return {"val/cosine": float(cosine_to_teacher(teacher_logits, logits).mean()),
                     "val/mse": embedding_mse(teacher_logits, logits)}
-        correct, n = accuracy(data.tensors["labels"], logits)
+        labels = data.tensors["labels"]
+        correct, n = accuracy(labels, logits)
         metrics = {"val/accuracy": correct / n}
+        if labels.shape == logits.shape[:-1] and n > 0:  # breaks ties between steps that score the same accuracy
+            metrics["val/loss"] = float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).double(), labels.reshape(-1), ignore_index=IGNORE_INDEX))
         if teacher_logits is not None:
             agree, total = top1_agreement(flat(teacher_logits), flat(logits))
             metrics["val/agreement"] = agree / total

@@ -10,6 +10,11 @@ architecture spec and loaded strictly. Every export is checked before it is repo
   onnxruntime on real inputs and compared with PyTorch's logits.
 
 Both also write `export.json`: where the model came from, its inputs and outputs, and the check's result.
+
+The preprocessing the run applied travels with the model (`preprocess` in model.json and export.json;
+`kdforge.models.preprocess`): standardised features are standardised by the exported model itself (a module in
+front of it, the first operations of the ONNX graph), so both formats take the raw features, and the check feeds
+them raw inputs. A text run's tokenizer is copied beside the model as `tokenizer.json`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from kdforge import io
 from kdforge.errors import KDForgeError
 from kdforge.models import load_saved_model, save_model
 from kdforge.models.forward import call_model, logits_of
+from kdforge.models.preprocess import raw_inputs, with_preprocess
 
 FORMATS = ("safetensors", "onnx")
 ONNX_OPSET = 17
@@ -59,7 +65,8 @@ def _torch_logits(model: nn.Module, batch: dict[str, Tensor], inputs: list[str])
 
 def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tensor], out_dir: str | Path,
                  fmt: str = "safetensors", overwrite: bool = False, source: dict[str, Any] | None = None,
-                 atol: float = 1e-4, base_dir: str | Path | None = None) -> ExportResult:
+                 atol: float = 1e-4, base_dir: str | Path | None = None, preprocess: dict[str, Any] | None = None,
+                 tokenizer: str | None = None) -> ExportResult:
     """Export one saved kdforge model (as `load_saved_model` returns it) and check the result.
 
     Args:
@@ -72,6 +79,10 @@ def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tens
         source: Provenance recorded in export.json (run folder, seed).
         atol: Largest absolute logit difference the check accepts (plus 1e-3 relative).
         base_dir: Folder `py:` model references resolve against (the recipe's folder).
+        preprocess: What the run did to raw inputs (`DataBundle.preprocess`); the exported model does it too, so it
+            takes raw inputs, and `example` (preprocessed, as the model saw it) is turned back into raw inputs for
+            the check.
+        tokenizer: A text run's tokenizer (tokenizer.json text), shipped beside the model.
     """
     if fmt not in FORMATS:
         raise KDForgeError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
@@ -79,6 +90,11 @@ def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tens
     inputs = list(meta["inputs"])
     model.eval()
     reference = _torch_logits(model, example, inputs)
+    pre = {k: v for k, v in (preprocess or {}).items() if k == "standardize" and v}
+    if tokenizer is not None:
+        pre["tokenizer"] = "tokenizer.json"
+    shipped = with_preprocess(model, pre, "export").eval()
+    raw = raw_inputs(example, pre)  # what a user feeds the exported model
     if fmt == "onnx":
         ort = _onnx_modules()
     io.empty_dir(out, overwrite, "export folder")
@@ -86,17 +102,21 @@ def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tens
                             "inputs": {k: {"dtype": str(example[k].dtype).removeprefix("torch."),
                                            "shape": ["batch", *example[k].shape[1:]]} for k in inputs},
                             "outputs": {"logits": {"shape": ["batch", int(reference.shape[-1])]}},
-                            "params": sum(p.numel() for p in model.parameters())}
+                            "params": sum(p.numel() for p in model.parameters()), "preprocess": pre}
+    files = []
+    if tokenizer is not None:
+        io.write_text(out / "tokenizer.json", tokenizer)
+        files.append("tokenizer.json")
     if fmt == "safetensors":
-        save_model(model, out, meta["model"], meta["args"], inputs)
-        rebuilt, _ = load_saved_model(out, str(out), base_dir)
-        got = _torch_logits(rebuilt.eval(), example, inputs)
-        files = ["model.safetensors", "model.json"]
+        save_model(model, out, meta["model"], meta["args"], inputs, extra={"preprocess": pre} if pre else None)
+        rebuilt, _ = load_saved_model(out, str(out), base_dir, trust_code=True)  # what this call just wrote
+        got = _torch_logits(rebuilt.eval(), raw, inputs)
+        files = ["model.safetensors", "model.json", *files]
         info["check"] = "reloaded with kdforge.models.load_saved_model"
     else:
         path = out / "model.onnx"
-        wrapper = _Positional(model, inputs).eval()
-        args = tuple(example[k] for k in inputs)
+        wrapper = _Positional(shipped, inputs).eval()
+        args = tuple(raw[k] for k in inputs)
         axes = {name: {0: "batch"} for name in [*inputs, "logits"]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
@@ -104,9 +124,9 @@ def export_model(model: nn.Module, meta: dict[str, Any], example: dict[str, Tens
                 wrapper, args, str(tmp), input_names=inputs, output_names=["logits"], dynamic_axes=axes,
                 opset_version=ONNX_OPSET, dynamo=False))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feed = {k: example[k].numpy() for k in inputs}
+        feed = {k: raw[k].numpy() for k in inputs}
         got = torch.from_numpy(session.run(["logits"], feed)[0]).float()
-        files = ["model.onnx"]
+        files = ["model.onnx", *files]
         info.update(opset=ONNX_OPSET, check=f"onnxruntime {ort.__version__} vs PyTorch")
     max_diff = float((got - reference).abs().max()) if got.shape == reference.shape else float("inf")
     info.update(check_rows=int(reference.shape[0]), max_abs_diff=max_diff)
@@ -130,7 +150,8 @@ def _onnx_modules() -> Any:
 
 def export_student(run_dir: str | Path, fmt: str = "safetensors", out_dir: str | Path | None = None,
                    seed: int | None = None, kind: str = "student", overwrite: bool = False,
-                   recipe_dir: str | Path | None = None, check_rows: int = 64) -> ExportResult:
+                   recipe_dir: str | Path | None = None, check_rows: int = 64,
+                   trust_code: bool = False) -> ExportResult:
     """Export a run's student (default: the seed its report evaluated) and check it on test inputs.
 
     Args:
@@ -142,18 +163,26 @@ def export_student(run_dir: str | Path, fmt: str = "safetensors", out_dir: str |
         overwrite: Replace a non-empty `out_dir`.
         recipe_dir: Where the recipe lived, for `py:` models (default: as recorded in report.json).
         check_rows: Test rows the exported model is checked on.
+        trust_code: Import the `py:` code the run folder names (it is someone else's data otherwise).
     """
-    from kdforge.report.run import open_run, run_data, student_folder
+    from kdforge.app.data import saved_preprocess
+    from kdforge.report.run import open_run, run_data, student_folder, trusting
 
     if kind not in ("student", "scratch"):
         raise KDForgeError(f"kind {kind!r}: choose 'student' or 'scratch'.")
-    run = open_run(run_dir, recipe_dir)
+    run = open_run(run_dir, recipe_dir, trust_code)
     seed, folder = student_folder(run, seed, kind)
-    model, meta = load_saved_model(folder, str(folder), run.base_dir)
-    test = run_data(run).test
+    with trusting(run):
+        model, meta = load_saved_model(folder, str(folder), run.base_dir, trust_code)
+        data = run_data(run)
+    test = data.test
     example = {k: v for k, v in test[slice(0, check_rows)].items() if k in meta["inputs"]}
+    tokenizer_file = run.out_dir / "tokenizer.json"
+    tokenizer = tokenizer_file.read_text(encoding="utf-8") if tokenizer_file.is_file() else None
     out = Path(out_dir) if out_dir is not None else run.out_dir / "export" / fmt
     source = {"run": str(run.out_dir.resolve()), "seed": seed, "kind": kind, "folder": str(folder.resolve())}
     if run.base_dir is not None:
         source["recipe_dir"] = run.base_dir  # `py:` models rebuild from there
-    return export_model(model, meta, example, out, fmt, overwrite, source, base_dir=run.base_dir)
+    with trusting(run):
+        return export_model(model, meta, example, out, fmt, overwrite, source, base_dir=run.base_dir,
+                            preprocess=saved_preprocess(run.out_dir, data), tokenizer=tokenizer)

@@ -6,10 +6,14 @@ import errno
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +25,60 @@ from kdforge.errors import KDForgeError
 TEMP_SUFFIX = ".tmp"
 
 _OS_ERRORS = {
-    errno.ENOSPC: "no space left on the device. Free some space, or choose another --out",
-    errno.EROFS: "the file system is read-only. Choose a writable --out",
-    errno.EACCES: "permission denied. Choose a folder you can write to (--out), or fix its permissions",
-    errno.EPERM: "operation not permitted. Choose a folder you can write to (--out), or fix its permissions",
-    errno.EDQUOT: "disk quota exceeded. Free some space, or choose another --out",
+    errno.ENOSPC: "no space left on the device. Free some space, or choose another {target}",
+    errno.EROFS: "the file system is read-only. Choose a writable {target}",
+    errno.EACCES: "permission denied. Choose a folder you can write to ({target}), or fix its permissions",
+    errno.EPERM: "operation not permitted. Choose a folder you can write to ({target}), or fix its permissions",
+    errno.EDQUOT: "disk quota exceeded. Free some space, or choose another {target}",
+    errno.EIO: "input/output error (the disk or its connection failed). Check the device, or choose another "
+               "{target}",
 }
+DISK_ERRNOS = frozenset(_OS_ERRORS)  # errors of the place written to, not of kdforge: one line, exit 2
+
+# what the user can point elsewhere, as the running command calls it (`kdforge report` has no --out: it writes
+# into the run folder)
+_TARGET: ContextVar[str] = ContextVar("kdforge_output_target", default="--out")
+
+
+@contextmanager
+def output_target(name: str) -> Iterator[None]:
+    """Within it, a failed write's message says to choose another `name` instead of another --out."""
+    token = _TARGET.set(name)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
 
 
 def os_error(exc: OSError, path: str | Path, doing: str = "write") -> KDForgeError:
     """A one-line KDForgeError for a failed write, saying what to do (disk full, read-only, permissions)."""
-    reason = _OS_ERRORS.get(exc.errno or -1, f"{exc.strerror or exc}")
+    template = _OS_ERRORS.get(exc.errno or -1)
+    reason = template.format(target=_TARGET.get()) if template else f"{exc.strerror or exc}"
     return KDForgeError(f"cannot {doing} {str(path)!r}: {reason}.")
+
+
+def safetensors_os_error(exc: Exception) -> OSError | None:
+    """The OSError inside a safetensors write failure (its Rust writer reports `... (os error 28)` in a
+    `SafetensorError`, not as an OSError), or None when the failure is not the file system's."""
+    match = re.search(r"os error (\d+)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_writer() -> bool:
@@ -50,7 +96,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success it is renamed onto `path` (atomic on POSIX).
 
     An interrupted write leaves at most a hidden `.NAME.*.tmp`, which no reader takes for the real file
-    (`remove_stale_temps` clears them). Disk-full, read-only and permission errors become `KDForgeError`.
+    (`remove_stale_temps` clears them); a failed one leaves nothing. Disk-full, I/O, read-only and permission
+    errors become `KDForgeError`. The file gets the mode the umask gives new files (not mkstemp's 0600).
     In the non-main processes of a distributed run the result is discarded (see `is_writer`).
     """
     path = Path(path)
@@ -64,10 +111,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.close(fd)
         yield Path(tmp)
         if writer:
+            # mkstemp creates 0600 (and a library's own writer may replace the file with another 0600 temp): an
+            # output gets the mode any new file gets, 0666 less the umask
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
     except OSError as exc:
         if exc.errno in _OS_ERRORS:
             raise os_error(exc, path) from None
+        raise
+    except Exception as exc:  # safetensors' writer: SafetensorError("... (os error 28)")
+        inner = safetensors_os_error(exc)
+        if inner is not None and inner.errno in _OS_ERRORS:
+            raise os_error(inner, path) from None
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):
@@ -121,6 +176,19 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """`torch.save` through Python's file writing: torch's own writer reports a full disk as a RuntimeError
+    ("file write failed") instead of the OSError that says what happened."""
+    buffer = BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Run `writer(tmp_path)` and rename the result into place (for savefig, torch.save, ...)."""
     with atomic_path(path) as tmp:
@@ -142,6 +210,12 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, for a one-line message (never PyTorch's unsafe-load advice)."""
+    line = (str(exc).splitlines() or [""])[0]
+    return "" if "weights_only" in line else line
+
+
 def load_weights_file(path: str | Path, where: str) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a torch file with `weights_only=True` (no pickle code runs)."""
     path = Path(path)
@@ -151,10 +225,16 @@ def load_weights_file(path: str | Path, where: str) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False: never pass that on
+        raise KDForgeError(
+            f"{where}: {str(path)!r} holds Python objects besides tensors; kdforge reads torch files with "
+            "weights_only=True and never unpickles objects (they can run code). Save the weights as .safetensors, "
+            "or as a torch file of tensors only."
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any decoding failure means the file is unusable
         raise KDForgeError(
-            f"{where}: cannot read weights from {str(path)!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            "kdforge reads .safetensors, or torch files that hold only tensors (weights_only=True)."
+            f"{where}: cannot read weights from {str(path)!r} ({type(exc).__name__}: {first_line(exc)}). "
+            "kdforge reads .safetensors, or torch files that hold only tensors."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -43,7 +43,10 @@ class TrainConfig(_Strict):
         None, description="None defers to `accelerate launch`/`accelerate config`."
     )
     eval_every: int | None = Field(None, ge=1, description="Validate every N steps; default once per epoch.")
-    checkpoint_every: int | None = Field(None, ge=1, description="Checkpoint every N steps; default once per epoch.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Also checkpoint every N steps; default: by time "
+                                         "(checkpoint_minutes), at the end, before an early stop, on SIGTERM/SIGINT.")
+    checkpoint_minutes: float | None = Field(10.0, gt=0, description="Checkpoint when this many wall-clock minutes "
+                                             "passed since the last one; null: only by steps and events.")
     keep_checkpoints: int = Field(1, ge=1)
     select: Literal["last", "best"] = Field("last", description="Keep the last student, or the best on `monitor`.")
     monitor: str = Field("val/accuracy", description="Validation metric for select=best and patience (maximised).")
@@ -89,6 +92,8 @@ class CacheSpec(_Strict):
     tail: Literal["uniform", "renormalize"] = Field("uniform", description="How top-k rebuilds the distribution.")
     verify: bool = Field(True, description="Check every file's SHA-256 when the cache is opened.")
     chunk_rows: int = Field(4096, ge=1, description="Rows per resumable chunk while building.")
+    max_batch_tokens: int | None = Field(None, ge=1, description="Building: at most this many tokens (rows x "
+                                         "sequence length) per teacher batch, besides eval.batch_size rows.")
 
     @model_validator(mode="before")
     @classmethod

@@ -16,7 +16,14 @@ pytestmark = pytest.mark.skipif(
 # Appended to a copy of the report: after load, count the images the browser actually decoded.
 PROBE = ('<script>window.addEventListener("load",()=>{const ims=[...document.images];document.body.dataset.'
          'imagesOk=ims.filter(i=>i.complete&&i.naturalWidth>0).length+"/"+ims.length;'
-         'document.body.dataset.h2=document.querySelectorAll("h2").length;});</script></body>')
+         'document.body.dataset.h2=document.querySelectorAll("h2").length;'
+         # shown whole: inside the page's width, not squeezed out of its aspect ratio
+         'const w=document.documentElement.clientWidth;document.body.dataset.whole=ims.filter(i=>{const r=i.'
+         'getBoundingClientRect();return r.left>=0&&r.right<=w+0.5&&Math.abs(r.width/r.height-i.naturalWidth/i.'
+         'naturalHeight)<0.02;}).length+"/"+ims.length;'
+         # every image has a caption that is a sentence
+         'document.body.dataset.captioned=ims.filter(i=>{const c=i.parentElement.querySelector("figcaption");'
+         'return c&&/^[A-Z].{30,}\\.$/.test(c.textContent.trim());}).length+"/"+ims.length;});</script></body>')
 
 
 def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -36,6 +43,8 @@ def test_report_html_renders_in_chromium(tiny_run, tmp_path):
     n_images = (out / "report.html").read_text().count("<img ")
     assert n_images >= 6
     assert f'data-images-ok="{n_images}/{n_images}"' in dom  # every base64 plot decoded
+    assert f'data-whole="{n_images}/{n_images}"' in dom  # no figure clipped by the page at 1100 px
+    assert f'data-captioned="{n_images}/{n_images}"' in dom  # every figure has a sentence under it
     assert 'data-h2="' in dom and int(dom.split('data-h2="')[1].split('"')[0]) >= 9
 
     shot = tmp_path / "shot.png"

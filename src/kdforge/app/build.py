@@ -142,7 +142,9 @@ def teacher_source(recipe: Recipe, teacher: nn.Module, data: DataBundle | None =
     """What the student's loss reads teacher outputs from during training: the store when the recipe names
     `teacher.cache` (checked against this teacher, and `data` when given), else the teacher run online."""
     if recipe.teacher.cache is not None:
-        return cached_teacher(recipe, teacher, data)
+        source = cached_teacher(recipe, teacher, data)
+        source.sparse = source.holds_topk  # top-k logits reach the losses as TopK (preflight checks they can)
+        return source
     return OnlineTeacher(teacher, recipe.teacher.inputs, recipe.taps.teacher, where="recipe.taps.teacher")
 
 

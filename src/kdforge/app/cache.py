@@ -6,6 +6,7 @@ open it for training (`CachedTeacher`) or, when the recipe gives only the cache,
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import weakref
 from dataclasses import dataclass
@@ -15,10 +16,21 @@ from typing import Any
 from torch import nn
 
 from kdforge.cache.hashing import teacher_fingerprint
-from kdforge.cache.store import CacheError, CacheSettings, CacheStore, fingerprint_splits, write_cache
+from kdforge.cache.store import (
+    CacheError,
+    CacheSettings,
+    CacheStore,
+    damaged_files,
+    fingerprint_splits,
+    partial_dir,
+    read_manifest,
+    repair_cache,
+    write_cache,
+)
 from kdforge.cache.teacher import CachedTeacher, ReplayTeacher
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
+from kdforge.io import DISK_ERRNOS, os_error
 from kdforge.models import count_params
 from kdforge.processes import process_state
 from kdforge.recipe import CacheSpec, Recipe
@@ -114,8 +126,9 @@ def open_store(recipe: Recipe, data: DataBundle | None, teacher: nn.Module | Non
 
 
 def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory: str | Path | None = None,
-                 overwrite: bool = False) -> CacheInfo:
-    """Use the recipe's store if it matches; build (or finish building) it when it is missing.
+                 overwrite: bool = False, repair: bool = False) -> CacheInfo:
+    """Use the recipe's store if it matches; build (or finish building) it when it is missing; rebuild it all
+    with `overwrite`; with `repair` (`kdforge cache`), rebuild only the splits whose files are damaged.
 
     Only the main process writes; with several processes the others wait and then read the same store.
     """
@@ -123,18 +136,30 @@ def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory
     state = process_state()  # under torchrun on CPU too: one builder, the others wait
     status = "up to date"
     if state.is_main_process:
-        status = _build(recipe, spec, path, data, teacher, overwrite)
+        try:
+            status = _build(recipe, spec, path, data, teacher, overwrite, repair)
+        except OSError as exc:  # a full or failing disk: the half-built store is of no use, and takes space
+            shutil.rmtree(partial_dir(path), ignore_errors=True)
+            shutil.rmtree(path.parent / f".{path.name}.repair", ignore_errors=True)
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            raise os_error(exc, exc.filename or path) from None
     state.wait_for_everyone()
     store = open_store(recipe, data, teacher, path)
     return CacheInfo(path, status, dict(store.manifest["splits"]), store.nbytes(), dict(store.fingerprints))
 
 
 def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teacher: nn.Module,
-           overwrite: bool) -> str:
+           overwrite: bool, repair: bool = False) -> str:
+    settings = build_settings(spec, recipe)
+    device = next(teacher.parameters()).device if any(True for _ in teacher.parameters()) else "cpu"
     if (path / "manifest.json").is_file() and not overwrite:
+        if repair:
+            status = _repair(recipe, spec, path, data, teacher, device)
+            if status is not None:
+                return status
         open_store(recipe, data, teacher, path)  # a usable store, or an error saying what differs
         return "up to date"
-    settings = build_settings(spec, recipe)
     fingerprints = {"teacher": fingerprint_teacher(teacher),
                     "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
     teacher_spec = recipe.teacher
@@ -142,7 +167,6 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
         "teacher": {"params": count_params(teacher), "model": teacher_spec.model or teacher_spec.path},
         "recipe": recipe.name, "kdforge": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    device = next(teacher.parameters()).device if any(True for _ in teacher.parameters()) else "cpu"
     started = time.perf_counter()
     logger.info("cache: running the teacher once over %s into %s (%s logits, %s)",
                 ", ".join(f"{k}={len(v)}" for k, v in cache_splits(data).items()), path, settings.logits,
@@ -150,9 +174,41 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
     status = write_cache(
         teacher, cache_splits(data), path, settings, fingerprints, recipe.teacher.inputs, recipe.taps.teacher,
         batch_size=recipe.eval.batch_size, chunk_rows=spec.chunk_rows, overwrite=overwrite, device=device,
-        extra=extra, on_chunk=lambda split, done, total: logger.debug("cache: %s %d/%d", split, done, total))
+        max_batch_tokens=spec.max_batch_tokens, extra=extra,
+        on_chunk=lambda split, done, total: logger.debug("cache: %s %d/%d", split, done, total))
     logger.info("cache: %s in %.2f s", status, time.perf_counter() - started)
     return status
+
+
+def _repair(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teacher: nn.Module,
+            device: Any) -> str | None:
+    """"repaired" after rebuilding the damaged splits of a store built for this teacher, data and settings; None
+    when nothing is damaged (or the store is not this recipe's: `open_store` then says what differs)."""
+    store_manifest = read_manifest(path)
+    if not damaged_files(path, store_manifest):
+        return None
+    fingerprints = {"teacher": fingerprint_teacher(teacher),
+                    "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
+    settings = CacheSettings(**{**store_manifest["settings"], "features": tuple(store_manifest["settings"]
+                                                                                ["features"])})
+    _check_settings_dict(settings, spec, recipe, path)
+    bad = repair_cache(teacher, cache_splits(data), path, settings, fingerprints, recipe.teacher.inputs,
+                       recipe.taps.teacher, batch_size=recipe.eval.batch_size, chunk_rows=spec.chunk_rows,
+                       device=device)
+    splits = sorted({rel.split("/", 1)[0] for rel in bad})
+    logger.warning("cache: %s; rebuilt split(s) %s of %s from the teacher", "; ".join(f"{rel} {what}" for rel, what
+                   in bad.items()), ", ".join(splits), path)
+    return "repaired (" + ", ".join(splits) + ")"
+
+
+def _check_settings_dict(have: CacheSettings, spec: CacheSpec, recipe: Recipe, path: Path) -> None:
+    """The recipe's stated settings must match the damaged store's before it is repaired with them."""
+    for key in ("logits", "dtype"):
+        wanted = getattr(spec, key)
+        if wanted is not None and wanted != getattr(have, key):
+            raise CacheError(f"recipe.teacher.cache.{key}: the cache in {str(path)!r} holds {key}="
+                             f"{getattr(have, key)!r}, not {wanted!r}. Rebuild it with `kdforge cache RECIPE "
+                             "--overwrite`.")
 
 
 def cached_teacher(recipe: Recipe, teacher: nn.Module | None, data: DataBundle | None = None) -> CachedTeacher:

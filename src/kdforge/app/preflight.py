@@ -7,13 +7,29 @@ import itertools
 
 import torch
 
+from kdforge.cache.teacher import CachedTeacher
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
 from kdforge.llm.vocab import check_vocabularies
+from kdforge.losses.sparse import topk_refusal
 from kdforge.models.forward import call_model, logits_of
 from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
 from kdforge.train.mutual import MutualModule
 from kdforge.train.schedule import TermSchedule
 from kdforge.types import IGNORE_INDEX, TensorData
+
+
+def _check_sparse(module: DistillModule | MutualModule, teacher: CachedTeacher) -> None:
+    """A top-k cache is read sparsely (no dense teacher logits): every term must be able to, with its options."""
+    for name, term in module.loss.terms.items():
+        reason = topk_refusal(term)
+        if reason is None and getattr(term, "tail", teacher.tail) != teacher.tail:
+            reason = (f"its tail={term.tail!r} differs from the cache's teacher.cache.tail={teacher.tail!r}, "
+                      "which rebuilds the teacher")
+        if reason is not None:
+            raise RecipeError(
+                f"recipe.losses ({name}): the teacher cache holds top-k logits, and {reason}. Use kd or token_kd "
+                "(forward_kl) with it, or a full-logit cache (teacher.cache.logits: full), or the online teacher."
+            )
 
 
 def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | None, data: TensorData,
@@ -45,6 +61,8 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
     if schedule is not None and isinstance(module, DistillModule):
         schedule.check_layer_order(module.student, module.taps)
     _check_devices(module, teacher)
+    if isinstance(teacher, CachedTeacher) and teacher.sparse:
+        _check_sparse(module, teacher)
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}

@@ -16,7 +16,7 @@ from torch import nn
 
 from kdforge import io
 from kdforge.app.build import build
-from kdforge.app.data import load_recipe_data
+from kdforge.app.data import load_recipe_data, save_preprocess
 from kdforge.app.evaluation import check_label_free, test_result
 from kdforge.app.given import NOTHING, Given
 from kdforge.app.rundir import ModelResult, RunResult, environment, prepare_run_dir, save_summary, save_tokenizer
@@ -24,16 +24,24 @@ from kdforge.app.student import build_student, train_scratch
 from kdforge.app.teacher import model_from_spec, run_teacher
 from kdforge.data import DataBundle
 from kdforge.evaluate import accuracy_summary, is_label_free, predict_logits
+from kdforge.imports import py_refs, vouch
 from kdforge.models import count_params, load_saved_model, load_weights, object_spec, save_model
 from kdforge.recipe import Recipe
 from kdforge.report import write_report
+from kdforge.train.divergence import detect_divergence, divergence_message, read_log
 
 logger = logging.getLogger("kdforge")
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                given: Given = NOTHING) -> RunResult:
-    """Everything `kdforge distill` does, from Python (`given`: objects the Python API holds; see app.given)."""
+    """Everything `kdforge distill` does, from Python (`given`: objects the Python API holds; see app.given).
+    The `py:` references of `recipe` are the code it may import, also from model.json files it reads back."""
+    with vouch(py_refs(recipe.model_dump(mode="json"))):
+        return _run_recipe(recipe, out_dir, resume, overwrite, given)
+
+
+def _run_recipe(recipe: Recipe, out_dir: str | Path | None, resume: bool, overwrite: bool, given: Given) -> RunResult:
     out = Path(out_dir or recipe.output_dir or f"runs/{recipe.name}")
     recipe.check(provided=given.losses)
     prepare_run_dir(out, recipe, resume, overwrite)
@@ -41,11 +49,14 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
     started = time.perf_counter()
     data = given.data if given.data is not None else load_recipe_data(recipe.data, recipe.base_dir)
     save_tokenizer(data.tokenizer, out, logger)
+    save_preprocess(data, out)
     label_free = is_label_free(data.test)
     if label_free:
         check_label_free(recipe, data)
     teacher = run_teacher(recipe, data, out, resume, given)
     teacher_seconds = time.perf_counter() - started
+    if recipe.teacher.train is not None:
+        _warn_if_diverged(out / "teacher", "teacher", recipe.teacher.train.lr, "teacher.train", data)
     confidence, inputs_t = recipe.eval.confidence, recipe.teacher.inputs
     teacher_val = predict_logits(teacher, data.val, inputs_t) if data.val is not None else None
     teacher_test = predict_logits(teacher, data.test, inputs_t)
@@ -64,6 +75,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
             seed_teacher_test = predict_logits(peer, data.test, inputs_t)
             if seed == recipe.seeds[0]:
                 report_teacher, teacher_test = peer, seed_teacher_test
+        _warn_if_diverged(seed_dir / "student", f"student (seed {seed})", recipe.train.lr, "train", data)
         students[seed] = test_result(student, seed_dir / "student", recipe.student.inputs, data, labels,
                                      seed_teacher_test, confidence, time.perf_counter() - t0)
         if generation_accuracy:
@@ -72,6 +84,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path | None = None, resume: bool =
             t0 = time.perf_counter()
             model = _load_or(seed_dir / "scratch", resume, given, lambda seed=seed, d=seed_dir: train_scratch(
                 recipe, seed, data, d / "scratch", resume, teacher, given))  # from_teacher copies it: no reload
+            _warn_if_diverged(seed_dir / "scratch", f"scratch (seed {seed})", recipe.train.lr, "train", data)
             scratch[seed] = test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
                                         seed_teacher_test, confidence, time.perf_counter() - t0)
     teacher = report_teacher
@@ -119,6 +132,14 @@ def distill_generations(recipe: Recipe, seed: int, data: DataBundle, teacher: nn
             logits = predict_logits(student, data.test, recipe.student.inputs)
             generation_accuracy.append(accuracy_summary(data.test.tensors["labels"], logits, 0.95)["accuracy"])
     return student, generation_accuracy
+
+
+def _warn_if_diverged(folder: Path, name: str, lr: float, where: str, data: DataBundle) -> None:
+    """Say, as soon as a stage has trained, when its log shows divergence (the report says it again)."""
+    found = detect_divergence(read_log(folder / "log.jsonl"), None if is_label_free(data.test) else
+                              data.info.num_classes)
+    if found.diverged:
+        logger.warning("%s", divergence_message(name, found, where, lr))
 
 
 def _spec_of(recipe: Recipe, data: DataBundle, peer: nn.Module, given: Given) -> tuple[str, dict]:

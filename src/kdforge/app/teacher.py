@@ -14,6 +14,7 @@ from kdforge.app.data import load_recipe_data
 from kdforge.app.given import NOTHING, Given
 from kdforge.data import DataBundle
 from kdforge.errors import KDForgeError, RecipeError
+from kdforge.imports import py_refs, vouch
 from kdforge.io import load_weights_file
 from kdforge.models import build_model, load_saved_model, load_state_into, load_weights, object_spec, save_model
 from kdforge.models.ensemble import EnsembleTeacher
@@ -115,9 +116,10 @@ def cache_recipe(recipe: Recipe, directory: str | Path | None = None, overwrite:
     if spec.model is None and spec.path is None and spec.members is None:
         raise RecipeError("recipe.teacher: building a cache needs the teacher model; give model + checkpoint, "
                           "or path, beside cache.")
-    data = load_recipe_data(recipe.data, recipe.base_dir)
-    teacher = obtain_teacher(recipe, data, Path("."), resume=False)
-    return ensure_cache(recipe, data, teacher, directory, overwrite)
+    with vouch(py_refs(recipe.model_dump(mode="json"))):  # the recipe the user runs names its own code
+        data = load_recipe_data(recipe.data, recipe.base_dir)
+        teacher = obtain_teacher(recipe, data, Path("."), resume=False)
+        return ensure_cache(recipe, data, teacher, directory, overwrite, repair=True)
 
 
 def run_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, given: Given = NOTHING) -> nn.Module:

@@ -26,11 +26,13 @@ and the folder is renamed to DIR. Readers check the format, the sizes and, unles
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -160,23 +162,66 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _allocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Create an `.npy` array file with its blocks reserved: a full disk is then an OSError here, not a SIGBUS
+    when a memory-mapped write later finds no block to land in."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without fallocate: sparse file
+            raise
+    finally:
+        os.close(fd)
+
+
 def partial_dir(directory: Path) -> Path:
     return directory.parent / f".{directory.name}.partial"
+
+
+def tokens_per_row(data: TensorData, inputs: list[str]) -> int:
+    """Positions per row that the teacher computes outputs for: the (padded) length of the first input with a
+    sequence dimension ((N, T) token ids, or (N, T, ...)), else 1 (one output per row)."""
+    for key in inputs:
+        tensor = data.tensors.get(key)
+        if tensor is not None and tensor.dim() >= 2 and not tensor.is_floating_point():
+            return int(tensor.shape[1])
+    return 1
+
+
+def batch_rows(batch_size: int, per_row: int, max_batch_tokens: int | None) -> int:
+    """Rows per teacher batch: `batch_size`, fewer when `max_batch_tokens` allows fewer (at least one row)."""
+    if max_batch_tokens is None:
+        return batch_size
+    return max(1, min(batch_size, max_batch_tokens // max(per_row, 1)))
+
+
+def _log_throughput(split: str, rows: int, per_row: int, batch: int, seconds: float) -> None:
+    if rows <= 0:
+        return
+    rate = rows / max(seconds, 1e-9)
+    logger.info("cache: %s: %d rows in %.2f s (%.0f rows/s, %.0f tokens/s; %d rows x %d positions a batch)",
+                split, rows, seconds, rate, rate * per_row, batch, per_row)
 
 
 def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
                 settings: CacheSettings, fingerprints: Mapping[str, str], inputs: list[str],
                 taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
                 overwrite: bool = False, device: torch.device | str = "cpu", extra: Mapping[str, Any] | None = None,
-                on_chunk: Callable[[str, int, int], None] | None = None) -> str:
+                on_chunk: Callable[[str, int, int], None] | None = None, max_batch_tokens: int | None = None) -> str:
     """Run `teacher` once over every split and store its outputs in `directory`.
 
     `fingerprints` holds "teacher" and "data" (see `hashing`); the settings fingerprint is added here.
-    Returns "up to date" (a complete matching store was there), "resumed" or "built".
+    A teacher batch holds at most `batch_size` rows and, when `max_batch_tokens` is set, at most that many
+    tokens (rows x positions of a sequence input, `tokens_per_row`): the build's peak memory is about two
+    batches of teacher outputs, so for a language model a row count alone says little. The throughput (rows
+    and tokens per second) is logged. Returns "up to date" (a complete matching store was there), "resumed"
+    or "built".
     """
     directory = Path(directory)
     fingerprints = {**fingerprints, "settings": settings_fingerprint(settings, inputs, taps)}
-    if (directory / "manifest.json").is_file():
+    if (directory / "manifest.json").is_file() and not overwrite:  # --overwrite rebuilds whatever is there
         existing = read_manifest(directory)
         if existing.get("fingerprints") == fingerprints:
             return "up to date"
@@ -218,8 +263,7 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
                 probe = runner(data[slice(0, 1)])
                 progress["vocab_size"] = runner.vocab_size
                 for stem, value in probe.items():
-                    np.lib.format.open_memmap(work / name / f"{stem}.npy", mode="w+", dtype=_np_dtype(value.dtype),
-                                              shape=(len(data), *value.shape[1:])).flush()
+                    _allocate(work / name / f"{stem}.npy", _np_dtype(value.dtype), (len(data), *value.shape[1:]))
                 progress["splits"][name] = {"rows": len(data), "done": 0,
                                             "arrays": {stem: str(v.dtype).removeprefix("torch.")
                                                        for stem, v in probe.items()}}
@@ -228,10 +272,13 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
             record = progress["splits"][name]
             arrays = {stem: np.lib.format.open_memmap(work / name / f"{stem}.npy", mode="r+")
                       for stem in record["arrays"]}
+            per_row = tokens_per_row(data, inputs)
+            rows = batch_rows(batch_size, per_row, max_batch_tokens)
+            started, first = time.perf_counter(), record["done"]
             for start in range(record["done"], len(data), chunk_rows):
                 stop = min(start + chunk_rows, len(data))
-                for lo in range(start, stop, batch_size):
-                    hi = min(lo + batch_size, stop)
+                for lo in range(start, stop, rows):
+                    hi = min(lo + rows, stop)
                     for stem, value in runner(data[slice(lo, hi)]).items():
                         arrays[stem][lo:hi] = _to_numpy(value)
                 for array in arrays.values():
@@ -241,6 +288,7 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
                 if on_chunk is not None:
                     on_chunk(name, stop, len(data))
             del arrays
+            _log_throughput(name, len(data) - first, per_row, rows, time.perf_counter() - started)
     finally:
         runner.close()
         teacher.train(was_training)
@@ -283,6 +331,56 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
     _fsync_dir(directory.parent)
 
 
+def repair_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
+                 settings: CacheSettings, fingerprints: Mapping[str, str], inputs: list[str],
+                 taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
+                 device: torch.device | str = "cpu") -> dict[str, str]:
+    """Rebuild only the splits of `directory` whose files are missing, truncated or corrupted.
+
+    The store must have been built for this teacher, data and settings (`fingerprints` as for `write_cache`);
+    the damaged splits are written to a sibling folder, moved in one by one, and the manifest is rewritten last,
+    so an interrupted repair leaves the store as damaged as it was, never worse. Returns {file: what was wrong}
+    (empty: nothing to repair).
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    fingerprints = {**fingerprints, "settings": settings_fingerprint(settings, inputs, taps)}
+    if manifest.get("fingerprints") != fingerprints:
+        raise CacheError(f"teacher cache {str(directory)!r} was built for another teacher, data or settings, so "
+                         "its damaged files cannot be rebuilt alone. Rebuild it with `kdforge cache RECIPE "
+                         "--overwrite`.")
+    bad = damaged_files(directory, manifest)
+    names = sorted({rel.split("/", 1)[0] for rel in bad})
+    if not names:
+        return {}
+    missing = [name for name in names if name not in splits]
+    if missing:
+        raise CacheError(f"teacher cache {str(directory)!r}: split(s) {missing} are damaged but not in the data "
+                         "given. Rebuild it with `kdforge cache RECIPE --overwrite`.")
+    fresh = directory.parent / f".{directory.name}.repair"
+    shutil.rmtree(fresh, ignore_errors=True)
+    try:
+        write_cache(teacher, {name: splits[name] for name in names}, fresh, settings,
+                    {k: v for k, v in fingerprints.items() if k != "settings"}, inputs, taps, batch_size=batch_size,
+                    chunk_rows=chunk_rows, overwrite=True, device=device)
+        rebuilt = read_manifest(fresh)
+        for name in names:
+            old = directory / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if (directory / name).exists():
+                (directory / name).rename(old)
+            (fresh / name).rename(directory / name)
+            shutil.rmtree(old, ignore_errors=True)
+        files = {rel: meta for rel, meta in manifest["files"].items() if rel.split("/", 1)[0] not in names}
+        files.update(rebuilt["files"])
+        io.write_json(directory / "manifest.json", {**manifest, "files": files})
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(partial_dir(fresh), ignore_errors=True)
+    _fsync_dir(directory)
+    return bad
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 
@@ -301,39 +399,68 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
                          "`kdforge cache RECIPE --overwrite`.") from None
     if manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION:
         raise CacheError(f"{str(path)!r} is format {manifest.get('format')!r} v{manifest.get('version')}; this "
-                         f"kdforge reads {CACHE_FORMAT!r} v{CACHE_VERSION}. Rebuild it with `kdforge cache`.")
+                         f"kdforge reads {CACHE_FORMAT!r} v{CACHE_VERSION}. Rebuild it with "
+                         "`kdforge cache RECIPE --overwrite`.")
     return manifest
 
 
 _VERIFIED: dict[tuple[str, str], bool] = {}  # (dir, manifest sha) -> checksums already verified in this process
 
 
-def verify_files(directory: Path, manifest: dict[str, Any], checksums: bool = True) -> None:
-    """Every file exists with its recorded size and (if `checksums`) its SHA-256; names the first bad one."""
-    key = (str(directory.resolve()), hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest())
+REPAIR_HINT = ("Repair it with `kdforge cache RECIPE` (rebuilds the damaged split only), or rebuild all of it with "
+               "`kdforge cache RECIPE --overwrite`.")
+
+
+def damaged_files(directory: Path, manifest: dict[str, Any], checksums: bool = True) -> dict[str, str]:
+    """{file relative to the store: what is wrong} for every missing, truncated or (if `checksums`) corrupted one."""
+    bad: dict[str, str] = {}
     for rel, meta in manifest["files"].items():
         path = directory / rel
         if not path.is_file():
-            raise CacheError(f"teacher cache {str(directory)!r}: {rel} is missing. Rebuild the cache with "
-                             "`kdforge cache RECIPE --overwrite`.")
-        if path.stat().st_size != meta["bytes"]:
-            raise CacheError(f"teacher cache {str(directory)!r}: {rel} is truncated or corrupted "
-                             f"({path.stat().st_size} bytes, expected {meta['bytes']}). Rebuild it with "
-                             "`kdforge cache RECIPE --overwrite`.")
-    if not checksums or _VERIFIED.get(key):
-        return
-    for rel, meta in manifest["files"].items():
-        if io.sha256_file(directory / rel) != meta["sha256"]:
-            raise CacheError(f"teacher cache {str(directory)!r}: {rel} is corrupted (checksum mismatch). Rebuild it "
-                             "with `kdforge cache RECIPE --overwrite`.")
-    _VERIFIED[key] = True
+            bad[rel] = "is missing"
+        elif path.stat().st_size != meta["bytes"]:
+            bad[rel] = f"is truncated or corrupted ({path.stat().st_size} bytes, expected {meta['bytes']})"
+    if checksums:
+        for rel, meta in manifest["files"].items():
+            if rel not in bad and io.sha256_file(directory / rel) != meta["sha256"]:
+                bad[rel] = "is corrupted (checksum mismatch)"
+    return bad
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], checksums: bool = True) -> None:
+    """Every file exists with its recorded size and (if `checksums`) its SHA-256; names the first bad one."""
+    key = (str(directory.resolve()), hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest())
+    bad = damaged_files(directory, manifest, checksums=checksums and not _VERIFIED.get(key))
+    if bad:
+        rel, what = next(iter(bad.items()))
+        raise CacheError(f"teacher cache {str(directory)!r}: {rel} {what}. {REPAIR_HINT}")
+    if checksums:
+        _VERIFIED[key] = True
 
 
 def _open_array(path: Path, dtype: str) -> Tensor:
-    # copy-on-write mapping: writable for torch.from_numpy (no warning), never written back to the file
-    array = np.load(path, mmap_mode="c")
+    # copy-on-write mapping: writable for torch.from_numpy (no warning), never written back to the file.
+    # allow_pickle=False: an object array (a pickle inside a .npy) is refused, never unpickled
+    try:
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
+    except ValueError as exc:
+        raise CacheError(f"teacher cache file {str(path)!r} is not a plain numeric array ({exc}); kdforge does not "
+                         f"load Python objects from a cache. {REPAIR_HINT}") from None
     tensor = torch.from_numpy(array)
     return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
+
+
+def _check_finite(directory: Path, split: str, tensors: Mapping[str, Tensor], chunk: int = 1 << 16) -> None:
+    """A store opened with `verify: false` is read without checksums; NaN in it (flipped bytes, or a teacher that
+    gave NaN) would surface only as a non-finite loss far from its cause, so name the file here instead."""
+    for stem, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        for lo in range(0, len(tensor), chunk):
+            if bool(torch.isnan(tensor[lo:lo + chunk]).any()):
+                raise CacheError(f"teacher cache {str(directory)!r}: {split}/{stem}.npy holds NaN values (it was "
+                                 "opened with cache.verify: false, so its checksums were not checked); a loss on "
+                                 f"it would be non-finite. {REPAIR_HINT}")
 
 
 @dataclass
@@ -350,6 +477,8 @@ class CacheStore:
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
         verify_files(self.directory, self.manifest, checksums=verify)
+        self.verified = verify
+        self._finite: set[str] = set()
         self.settings = CacheSettings(**{**self.manifest["settings"],
                                          "features": tuple(self.manifest["settings"]["features"])})
         self.vocab_size = self.manifest.get("vocab_size")
@@ -366,6 +495,9 @@ class CacheStore:
                  if rel.startswith(f"{name}/")}
         tensors = {stem: _open_array(self.directory / name / f"{stem}.npy", meta["dtype"])
                    for stem, meta in files.items()}
+        if not self.verified and name not in self._finite:
+            _check_finite(self.directory, name, tensors)
+            self._finite.add(name)
         return SplitArrays(tensors.pop("ids"), tensors.pop("hashes"), tensors)
 
     def nbytes(self) -> int:

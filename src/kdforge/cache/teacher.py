@@ -3,8 +3,13 @@
 `CachedTeacher` implements the `TeacherSource` protocol. For a batch it looks the sample ids up in the
 store (`batch["index"]`), checks that the inputs it is given hash to the content stored for those ids (so a
 shuffled, re-split or augmented dataset is never paired with another sample's outputs: it stops with an
-error), and returns the stored logits (rebuilt to dense logits from top-k entries when the store holds
-top-k) and features. The per-batch cost is a handful of tensor ops, no Python loop over rows.
+error), and returns the stored logits (a `TopK` when the store holds top-k entries: losses that can read
+them sparsely do, and no full-vocabulary tensor is built) and features. The per-batch cost is a handful of
+tensor ops, no Python loop over rows.
+
+The content check runs once per sample per run, the first time its id is read (the first epoch): the rows
+of a training set do not change while it trains, and hashing every batch again every epoch cost as much as a
+small student's step. `recheck()` forgets which ids were checked.
 """
 
 from __future__ import annotations
@@ -91,12 +96,18 @@ class CachedTeacher:
         taps: Teacher taps the losses read (must be stored features).
         split: Which split of the store training reads ("train").
         tail: How top-k logits are rebuilt (`kdforge.cache.topk`).
-        check_content: Hash every batch's inputs and compare with the stored hashes (default; cheap).
+        check_content: Hash each sample's inputs the first time it is read and compare them with the stored
+            hashes (default).
+        sparse: A top-k store's logits reach the losses as `TopK` (tail set), never rebuilt to a dense
+            (rows, vocabulary) tensor; the losses must read it (`kdforge.losses.sparse.topk_refusal`). The
+            application sets it; False rebuilds dense logits for any loss.
     """
 
     def __init__(self, store: CacheStore, inputs: list[str], taps: Mapping[str, str] | None = None,
-                 split: str = "train", tail: Tail = "uniform", check_content: bool = True) -> None:
+                 split: str = "train", tail: Tail = "uniform", check_content: bool = True,
+                 sparse: bool = False) -> None:
         self.store, self.inputs, self.tail, self.check_content = store, list(inputs), tail, check_content
+        self.sparse = sparse
         if store.manifest.get("inputs") != self.inputs:
             raise CacheError(
                 f"recipe.teacher.inputs: the cache in {str(store.directory)!r} was built from inputs "
@@ -111,11 +122,19 @@ class CachedTeacher:
         self.capture = _StoredTaps(set(self.features), taps or {}, str(store.directory))
         self.device = torch.device("cpu")
         self._pin = False
+        self._checked = torch.zeros(len(arrays.ids), dtype=torch.bool)  # by store row: content already checked
+        self._unchecked = len(arrays.ids)
+
+    def recheck(self) -> None:
+        """Check every sample's content again on its next read."""
+        self._checked = torch.zeros_like(self._checked)
+        self._unchecked = len(self._checked)
 
     def prepare(self, accelerator) -> None:
         """Keep the lookup on the training device; copy the payload there too when it is small enough."""
         self.device = accelerator.device
         self.lookup.to(self.device)
+        self._checked = self._checked.to(self.device)
         if self.device.type != "cpu":
             if self.store.nbytes() <= PRELOAD_BYTES:
                 self.arrays = {k: v.to(self.device) for k, v in self.arrays.items()}
@@ -134,29 +153,47 @@ class CachedTeacher:
     def read(self, ids: Tensor, inputs: Batch | None = None) -> tuple[Tensor | TopK, dict[str, Tensor]]:
         """Stored logits (a tensor, or `TopK` for a top-k store) and features for sample ids `ids`."""
         rows, pos = self.lookup.rows(ids.to(self.device).long())
-        if inputs is not None and self.check_content:
-            hashes = row_hashes(inputs, self.inputs)
-            if not torch.equal(hashes, self.lookup.hashes[pos]):
-                bad = ids[(hashes != self.lookup.hashes[pos]).to(ids.device)][:5].tolist()
-                raise CacheError(
-                    f"teacher cache {str(self.store.directory)!r}: the inputs of samples {bad} differ from the ones "
-                    "the cache was built from. The data changed since (rebuild with `kdforge cache RECIPE "
-                    "--overwrite`), or inputs are augmented: the cache holds one view per sample, so train with "
-                    "the online teacher (remove teacher.cache) when augmenting."
-                )
+        if inputs is not None and self.check_content and self._unchecked:
+            self._check(ids, rows, pos, inputs)
         features = {name: self._gather(stem, rows).float() for name, stem in self.wanted.items()}
         if "logits" in self.arrays:
             return self._gather("logits", rows).float(), features
         topk = TopK(self._gather("topk_values", rows), self._gather("topk_indices", rows),
-                    self._gather("logsumexp", rows), self.store.vocab_size)
+                    self._gather("logsumexp", rows), self.store.vocab_size, self.tail)
         return topk, features
+
+    @property
+    def holds_topk(self) -> bool:
+        return "logits" not in self.arrays
+
+    def _check(self, ids: Tensor, rows: Tensor, pos: Tensor, inputs: Batch) -> None:
+        """Hash the inputs of the samples not checked yet in this run; raise on a mismatch."""
+        fresh = ~self._checked[rows]
+        if not bool(fresh.all()):
+            if not bool(fresh.any()):
+                return
+            ids, rows, pos = ids[fresh.to(ids.device)], rows[fresh], pos[fresh]
+            inputs = {key: inputs[key][fresh.to(inputs[key].device)] for key in self.inputs}
+        hashes = row_hashes(inputs, self.inputs)
+        if not torch.equal(hashes, self.lookup.hashes[pos]):
+            bad = ids[(hashes != self.lookup.hashes[pos]).to(ids.device)][:5].tolist()
+            raise CacheError(
+                f"teacher cache {str(self.store.directory)!r}: the inputs of samples {bad} differ from the ones "
+                "the cache was built from. The data changed since (rebuild with `kdforge cache RECIPE "
+                "--overwrite`), or inputs are augmented: the cache holds one view per sample, so train with "
+                "the online teacher (remove teacher.cache) when augmenting."
+            )
+        newly = rows.unique()
+        newly = newly[~self._checked[newly]]
+        self._checked[newly] = True
+        self._unchecked -= len(newly)
 
     def __call__(self, batch: Batch) -> Outputs:
         if "index" not in batch:
             raise CacheError("teacher cache: batches carry no 'index' (sample ids); build the data as TensorData, "
                              "which adds one, to train from a cache.")
         logits, features = self.read(batch["index"], batch)
-        if isinstance(logits, TopK):
+        if isinstance(logits, TopK) and not self.sparse:
             logits = reconstruct_logits(logits, self.tail)
         return Outputs(logits=logits, features=features)
 

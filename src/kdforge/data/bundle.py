@@ -8,7 +8,7 @@ The scratch baseline sees only the student's labelled samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,9 @@ class DataBundle:
     val: TensorData | None
     test: TensorData
     tokenizer: Any = None  # text sources: the TextTokenizer that made the ids (saved with the run)
+    # what was done to the raw inputs, for a shipped model to do the same: {"standardize": {"input": "x", "mean":
+    # [...], "std": [...]}} (statistics of the training split; kdforge.models.preprocess); saved with the run
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 def stratify(y: np.ndarray) -> np.ndarray | None:

@@ -62,6 +62,9 @@ def load_data(spec: DataRequest, base_dir: str | Path | None = None, where: str 
 
     train = tensors("train")
     student_train, scratch_train = student_and_scratch_train(train, spec, where)
+    # the statistics travel with the run and its exports (kdforge.models.preprocess), one value per feature
+    preprocess = {"standardize": {"input": "x", "mean": mean[0].astype(np.float64).tolist(),
+                                  "std": std[0].astype(np.float64).tolist()}} if standardize else {}
     return DataBundle(
         info=DataInfo(tuple(int(d) for d in parts["train"][0].shape[1:]), num_classes),
         teacher_train=train,
@@ -69,6 +72,7 @@ def load_data(spec: DataRequest, base_dir: str | Path | None = None, where: str 
         scratch_train=scratch_train,
         val=tensors("val") if "val" in parts else None,
         test=tensors("test"),
+        preprocess=preprocess,
     )
 
 

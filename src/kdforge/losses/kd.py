@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.sparse import TopK, sparse_kl
 from kdforge.registry import LOSSES
 from kdforge.validation import check_positive, check_same_shape
 
@@ -33,6 +34,8 @@ class KDLoss(DistillLoss):
     loss = T² · KL(softmax(z_t / T) || softmax(z_s / T)), averaged over samples (`batchmean`). The T² keeps
     the gradient scale independent of T (Hinton et al., section 2). Temperature divides both models' logits.
     For (B, T, V) sequence logits every position counts as a row, unless `Targets.mask` marks some False.
+    A teacher given as top-k logits (`TopK`, from a top-k cache) is read through `sparse_kl`: no dense
+    teacher tensor is built.
 
     Args:
         temperature: Softening temperature T > 0; typical values are 1 to 8.
@@ -48,7 +51,13 @@ class KDLoss(DistillLoss):
         super().__init__()
         self.temperature = check_positive(temperature, "temperature", "KDLoss")
 
+    def topk_refusal(self) -> str | None:
+        return None  # sparse_kl honours the temperature, the mask and both tails
+
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        if isinstance(teacher.logits, TopK):
+            return sparse_kl(student.logits, teacher.logits, self.temperature, teacher.logits.tail or "uniform",
+                             mask=targets.mask)
         check_same_shape(student.logits, teacher.logits, what="kd: student and teacher logits",
                          hint="Teacher and student must predict the same classes.")
         s, t = student.logits.flatten(0, -2), teacher.logits.flatten(0, -2)  # (N, K)

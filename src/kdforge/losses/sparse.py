@@ -23,7 +23,12 @@ Where `lse` was not stored, only ``"renormalize"`` is possible. With k >= V noth
 
 `sparse_kl` computes T²·KL(rebuilt teacher || student) without materialising the dense teacher tensor,
 for language models where (tokens x V) tensors are the memory bottleneck; it equals
-`kd.soft_kl(student, reconstruct_logits(...), T)` to float precision (a test checks this).
+`kd.soft_kl(student, reconstruct_logits(...), T)` to float precision (a test checks this against float64).
+
+Training from a top-k cache hands the losses a `TopK` (its `tail` set from the cache's settings) instead of
+dense logits. Only forward KL reads it, through `sparse_kl` (`kd`; `token_kd` with forward_kl, jsd beta=0 or
+skew_kl alpha=0). `topk_refusal` says why a loss term cannot (every other loss that reads teacher logits, and
+the options of those two the sparse path cannot honour); the application refuses such a recipe at preflight.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class TopK:
     indices: Tensor
     logsumexp: Tensor | None
     vocab_size: int
+    tail: Tail | None = None  # how the source says to rebuild the tail (a cache's setting); None: the reader's
 
 
 def _fill_logit(values: Tensor, lse: Tensor | None, vocab_size: int, tail: Tail) -> Tensor:
@@ -85,6 +91,13 @@ def sparse_kl(student_logits: Tensor, topk: TopK, temperature: float = 1.0, tail
 
     student_logits: (..., V); topk: values/indices (..., k); mask: (...) bool, rows that count.
     """
+    kl = sparse_kl_rows(student_logits, topk, temperature, tail, mask)
+    return kl.sum() / max(len(kl), 1) * temperature**2
+
+
+def sparse_kl_rows(student_logits: Tensor, topk: TopK, temperature: float = 1.0, tail: Tail = "uniform",
+                   mask: Tensor | None = None) -> Tensor:
+    """(N,) KL(rebuilt teacher || student) of each counted row at `temperature` (no T² factor)."""
     vocab = student_logits.shape[-1]
     if vocab != topk.vocab_size:
         raise ValueError(f"sparse_kl: the student has {vocab} outputs but the cached teacher {topk.vocab_size}.")
@@ -109,4 +122,19 @@ def sparse_kl(student_logits: Tensor, topk: TopK, temperature: float = 1.0, tail
         logp_top, logp_tail = v - norm, (fill - norm).squeeze(-1)
         s_tail_sum = s.sum(-1) - s_top.sum(-1)
         kl = (logp_top.exp() * (logp_top - s_top)).sum(-1) + logp_tail.exp() * (n_tail * logp_tail - s_tail_sum)
-    return kl.sum() / max(len(kl), 1) * temperature**2
+    return kl
+
+
+def topk_refusal(term: object) -> str | None:
+    """Why loss `term` cannot train from a top-k teacher without a dense rebuild, or None when it can (it reads
+    no teacher logits, or reads a `TopK` through `sparse_kl`). A loss says so with `topk_refusal()`; losses of
+    features alone (pairs of taps) and losses without a teacher read no teacher logits."""
+    from kdforge.losses.base import PairedFeatureLoss
+
+    own = getattr(term, "topk_refusal", None)
+    if own is not None:
+        return own()
+    if not getattr(term, "needs_teacher", True) or isinstance(term, PairedFeatureLoss):
+        return None
+    return (f"{type(term).__name__} reads the teacher's dense logits, and only forward KL (kd, token_kd) reads "
+            "a top-k cache sparsely")

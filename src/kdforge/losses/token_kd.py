@@ -24,8 +24,9 @@ magnitudes comparable across temperatures; with T = 1 it is the plain divergence
 Memory: rows (tokens) are processed `chunk_size` at a time, and each chunk's gradient with respect to the
 student logits is computed right away (in the forward pass) into one buffer, so besides the logits
 themselves and that gradient only chunk x V temporaries exist: never a full tokens x vocabulary
-log-probability tensor. A teacher given as cached top-k
-logits (`kdforge.losses.sparse.TopK`) is rebuilt one chunk at a time with `reconstruct_log_probs`.
+log-probability tensor. A teacher given as cached top-k logits (`kdforge.losses.sparse.TopK`) is read
+sparsely (`sparse_kl_rows`, no teacher tensor of chunk x V) for forward KL; other divergences rebuild it one
+chunk at a time with `reconstruct_log_probs` (training from a top-k cache refuses them: `topk_refusal`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import Tensor
 from kdforge.errors import ShapeMismatchError
 from kdforge.llm.distillspec import evaluate_draft
 from kdforge.losses.base import DistillLoss, Outputs, Targets
-from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs
+from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs, sparse_kl_rows
 from kdforge.registry import LOSSES
 from kdforge.types import IGNORE_INDEX
 from kdforge.validation import check_positive, check_probability
@@ -177,15 +178,33 @@ class TokenKDLoss(DistillLoss):
         self.divergence, self.beta, self.alpha = divergence, beta, alpha
         self.temperature, self.chunk_size, self.vocab_size, self.tail = temperature, chunk_size, vocab_size, tail
 
+    def _forward_kl(self) -> bool:
+        d = self.divergence
+        return d == "forward_kl" or (d == "jsd" and self.beta == 0.0) or (d == "skew_kl" and self.alpha == 0.0)
+
+    def topk_refusal(self) -> str | None:
+        """Why training from a top-k cache cannot honour this term's options, or None."""
+        if not self._forward_kl():
+            return (f"token_kd divergence={self.divergence!r} needs the teacher's probability of every token; "
+                    "a top-k cache is read sparsely only by forward_kl")
+        if self.vocab_size is not None:
+            return ("token_kd vocab_size renormalises the teacher over part of the vocabulary, which a top-k "
+                    "cache cannot")
+        return None
+
     def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
         """Sum over rows [start, stop) of weight · divergence (float32 or wider); `student` is that chunk."""
         dtype = torch.promote_types(student.dtype, torch.float32)
         v = self.vocab_size  # None: the whole (equal) vocabulary; else only the real, unpadded part
         s = F.log_softmax(student[:, :v].to(dtype) / self.temperature, dim=-1)
         if isinstance(teacher, TopK):
+            tail = teacher.tail or self.tail
             chunk = TopK(teacher.values[start:stop], teacher.indices[start:stop],
                          None if teacher.logsumexp is None else teacher.logsumexp[start:stop], teacher.vocab_size)
-            t = reconstruct_log_probs(chunk, self.temperature, self.tail).to(dtype)
+            if v is None and self._forward_kl():
+                d = sparse_kl_rows(student.to(dtype), chunk, self.temperature, tail)
+                return (d * weight.to(d.dtype)).sum()
+            t = reconstruct_log_probs(chunk, self.temperature, tail).to(dtype)
             if v is not None:
                 t = F.log_softmax(t[:, :v], dim=-1)  # renormalised over the real vocabulary
         else:

@@ -33,6 +33,7 @@ from kdforge.metrics.fidelity import (
     top1_agreement,
     top_k_overlap,
 )
+from kdforge.metrics.paired import mcnemar_exact, mcnemar_rows_needed, paired_test
 from kdforge.metrics.robustness import perturb, robustness_summary
 from kdforge.metrics.sample_size import (
     disagreement_upper_bound,
@@ -46,9 +47,9 @@ __all__ = [
     "accuracy", "agreement_by_confidence", "binned_hits", "clopper_pearson", "clopper_pearson_lower",
     "cosine_to_teacher", "disagreement_upper_bound", "embedding_fidelity", "embedding_mse", "exact_sample_size",
     "expected_calibration_error", "find_spatial_layer", "gradcam_plus_plus", "gradient_saliency",
-    "hoeffding_sample_size", "js_divergence", "kl_to_teacher", "label_loyalty", "latency_stats",
-    "measure_latencies", "measure_latency", "pac_assessment", "pairwise_cosines", "parameter_count",
-    "per_class_agreement", "perturb", "prediction_confusion", "probability_loyalty", "rank_correlation",
-    "reliability_bins", "robustness_summary", "similarity_spearman", "top1_agreement", "top_k_overlap",
-    "weights_size_bytes",
+    "hoeffding_sample_size", "js_divergence", "kl_to_teacher", "label_loyalty", "latency_stats", "mcnemar_exact",
+    "mcnemar_rows_needed", "measure_latencies", "measure_latency", "pac_assessment", "paired_test",
+    "pairwise_cosines", "parameter_count", "per_class_agreement", "perturb", "prediction_confusion",
+    "probability_loyalty", "rank_correlation", "reliability_bins", "robustness_summary", "similarity_spearman",
+    "top1_agreement", "top_k_overlap", "weights_size_bytes",
 ]

@@ -16,7 +16,7 @@ from torch import nn
 
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
-from kdforge.imports import is_py_ref, resolve_py_ref
+from kdforge.imports import is_py_ref, resolve_py_ref, untrusted
 from kdforge.models import (
     builtin,  # noqa: F401  (registers the built-in architectures)
     retrieval,  # noqa: F401  (registers builtin:cross_encoder, builtin:dual_encoder)
@@ -169,25 +169,47 @@ def save_model(model: nn.Module, folder: str | Path, spec: str, args: dict[str, 
     return folder
 
 
-def load_saved_model(folder: str | Path, where: str,
-                     base_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by `save_model`, checking the weights' checksum."""
+def load_saved_model(folder: str | Path, where: str, base_dir: str | Path | None = None,
+                     trust_code: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by `save_model`, checking the weights' checksum.
+
+    `model.json` is data: a `py:` reference in it (someone else's folder could name `py:os:system`) is imported
+    only with `trust_code=True` or when the recipe being run names the same reference (`kdforge.imports.vouch`).
+    An exported model whose `model.json` records `preprocess` comes back wrapped in it, taking raw inputs.
+    """
     folder = Path(folder)
     meta_path, weights = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights.is_file():
         raise KDForgeError(
             f"{where}: {str(folder)!r} is not a saved kdforge model (needs model.json and model.safetensors)."
         )
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path, where)
     if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_FORMAT_VERSION:
         raise KDForgeError(
             f"{where}: {str(meta_path)!r} is not a kdforge model file of version {MODEL_FORMAT_VERSION}."
         )
     if io.sha256_file(weights) != meta.get("sha256"):
         raise KDForgeError(f"{where}: {str(weights)!r} is corrupted (checksum mismatch). Retrain or restore it.")
-    model, args = build_model(meta["model"], meta["args"], None, where, base_dir)
+    if not isinstance(meta.get("model"), str) or not isinstance(meta.get("args", {}), dict):
+        raise KDForgeError(f"{where}: {str(meta_path)!r} has no valid 'model' (a string) and 'args' (a mapping).")
+    with untrusted(repr(str(meta_path)), trust_code):
+        model, args = build_model(meta["model"], meta.get("args", {}), None, where, base_dir)
     load_state_into(model, io.load_weights_file(weights, where), where)
+    if meta.get("preprocess"):
+        from kdforge.models.preprocess import with_preprocess
+
+        model = with_preprocess(model, meta["preprocess"], where)
     return model, meta
+
+
+def _read_meta(path: Path, where: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KDForgeError(f"{where}: {str(path)!r} is not valid JSON; restore the model folder.") from None
+    if not isinstance(meta, dict):
+        raise KDForgeError(f"{where}: {str(path)!r} is not a kdforge model file (not a JSON object).")
+    return meta
 
 
 def object_spec(model: nn.Module) -> str:

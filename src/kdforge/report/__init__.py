@@ -24,6 +24,7 @@ from kdforge.report.plots import (
     plot_explanations,
     plot_reliability,
 )
+from kdforge.report.training import divergence_entries, selection_entries
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -130,6 +131,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
     if scratch:
         report["scratch"] = summarise(scratch, evaluation["extras_scratch"] if evaluation else None)
         report["kd_gain"] = student["accuracy"] - report["scratch"]["accuracy"]
+        report["kd_gain_test"] = _kd_gain_test(recipe, data, students, scratch, evaluation)
+    report["divergence"] = divergence_entries(out_dir, recipe, data.info.num_classes)  # from each log.jsonl
+    if recipe.train.select == "best" or (recipe.teacher.train is not None and recipe.teacher.train.select == "best"):
+        report["selection"] = selection_entries(out_dir, recipe, len(data.val) if data.val is not None else 0)
     methods = method_metrics(students)
     if methods:  # what methods measure after training (early-exit curve, DistillSpec acceptance), per seed
         report["methods"] = methods
@@ -162,6 +167,24 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
             written.append(plot_cost(report["cost"], plots / "cost.png"))
     report["plots"] = [str(p.relative_to(out_dir)) for p in written]
     return _write_files(out_dir, report)
+
+
+def _kd_gain_test(recipe: Recipe, data: DataBundle, students: dict[int, ModelResult],
+                  scratch: dict[int, ModelResult], evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """The paired test behind the "does distillation help?" sentence, on the logits the evaluation already
+    computed (or computed here when it did not run)."""
+    from kdforge.evaluate import positions, predict_logits
+    from kdforge.report.compare import kd_gain_test
+
+    if evaluation is not None:
+        student_logits, scratch_logits = evaluation["logits"]
+    else:
+        student_logits, scratch_logits = ({seed: predict_logits(r.model, data.test, recipe.student.inputs,
+                                                                recipe.eval.batch_size) for seed, r in res.items()}
+                                          for res in (students, scratch))
+    flat = positions(data.test)
+    return kd_gain_test(flat(data.test.tensors["labels"]), {s: flat(v) for s, v in student_logits.items()},
+                        {s: flat(v) for s, v in scratch_logits.items()}, recipe.eval.confidence)
 
 
 def _write_files(out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +221,7 @@ def _evaluate(recipe: Recipe, data: DataBundle, teacher_model: nn.Module, studen
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}
     return {
         "seed": seed,
+        "logits": (student_logits, scratch_logits),
         "options": options,
         "sections": {k: sections[k] for k in DETAIL_SECTIONS if k in sections},
         "maps": result.maps,

@@ -13,6 +13,32 @@ Block = tuple
 Section = tuple[str, list[Block]]
 
 
+# One sentence per plot: the caption under it in report.html and its alt text in report.md.
+PLOT_CAPTIONS = {
+    "plots/accuracy.png": "Test accuracy of the teacher and the students (mean ± std over seeds, axis from 0), and "
+                          "each student's top-1 agreement with the teacher with the weakest seed's 95% lower bound.",
+    "plots/curves.png": "Training loss (log scale) and the validation score against optimizer steps, for every "
+                        "seed of each student.",
+    "plots/agreement.png": "Top-1 agreement with the teacher in bins of the teacher's confidence, with the share of "
+                           "test rows in each bin.",
+    "plots/reliability.png": "Reliability diagrams: accuracy against confidence in equal-width bins for each model, "
+                             "with its expected calibration error; the dashed diagonal is perfect calibration.",
+    "plots/confusion.png": "Teacher predictions (rows) against student predictions (columns) on the test rows, and "
+                           "each class's accuracy for both models with their agreement.",
+    "plots/explanations.png": "A few test inputs with the teacher's and the student's explanation maps (Grad-CAM++ "
+                              "and gradient saliency) for the teacher's predicted class.",
+    "plots/cost.png": "Parameters and size on disk (log scale), and the median latency of a batch against batch size "
+                      "with a bar up to the 95th percentile, teacher against student.",
+    "plots/cosines.png": "Histogram of each test sentence's cosine between the student's and the teacher's "
+                         "embedding, with the mean and the 5th percentile.",
+}
+
+
+def caption(path: str) -> str:
+    """The sentence under a plot (a generic one for a plot without its own)."""
+    return PLOT_CAPTIONS.get(path, f"Figure {path.rsplit('/', 1)[-1].rsplit('.', 1)[0]!r} of this run.")
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -48,5 +74,5 @@ def _cost_blocks(cost: dict[str, Any]) -> list[Block]:
               f"smaller weights (safetensors). Median-latency speed-up: {speed}. Measured on {cost['device']} "
               f"with {cost['threads']} thread(s){load}, teacher and student interleaved; timings vary with load."),
         ("table", ["model", "params", "size on disk", "batch", "p50", "p95", "rows/s"], rows, "lrrrrrr"),
-        ("img", "plots/cost.png", "cost"),
+        ("img", "plots/cost.png", caption("plots/cost.png")),
     ]

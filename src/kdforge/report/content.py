@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdforge.report.blocks import Block, Section, _cost_blocks, _cost_section, _ms, _size, pct  # noqa: F401
+from kdforge.report.blocks import Block, Section, _cost_blocks, _cost_section, _ms, _size, caption, pct  # noqa: F401
+from kdforge.report.compare import kd_verdict
 from kdforge.report.embedding_content import embedding_sections
 
 
@@ -29,7 +30,11 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
     rows.append(["distilled student", f"{student['params']:,}",
                  f"{pct(student['accuracy'])} ± {pct(student['accuracy_std'])}", pct(student["agreement"]),
                  pct(student["agreement_lower_95"])])
+    warnings: list[Block] = [("p", f"**Training diverged.** {e['message']}") for e in report.get("divergence", [])]
+    warnings += [("p", f"**Validation set too small to choose a step.** {e['message']}")
+                 for e in report.get("selection", []) if "message" in e]
     summary: list[Block] = [
+        *warnings,
         ("p", intro),
         ("table", ["model", "params", "test accuracy (mean ± std)", "agreement with teacher", "95% lower bound"],
          rows, "lrrrr"),
@@ -40,18 +45,10 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
         f"{pct(student['agreement_lower_95'])} of inputs drawn like the {data['test']} test samples "
         f"(one-sided exact Clopper-Pearson bound; the weakest of {n_seeds} seed(s)).",
     )]
-    if scratch:
-        gain = report["kd_gain"]
-        verdict = "helps" if gain > 0 else "does not help"
-        fidelity.append(("p", f"Distillation {verdict} here: {100 * gain:+.2f} accuracy points over the same student "
-                              "trained from scratch with the same optimizer steps, batch size and seeds."))
-    if "accuracy_last" in student:
-        summary.append(("p", "Best-validation vs last-step test accuracy (mean ± std over seeds): distilled "
-                             f"{pct(student['accuracy'])} vs {pct(student['accuracy_last'])} ± "
-                             f"{pct(student['accuracy_last_std'])}" + (
-                                 f"; scratch {pct(scratch['accuracy'])} vs {pct(scratch['accuracy_last'])} ± "
-                                 f"{pct(scratch['accuracy_last_std'])}" if scratch and "accuracy_last" in scratch
-                                 else "") + "."))
+    if scratch and "kd_gain_test" in report:  # the verdict comes from the paired test, never from the gap alone
+        fidelity.append(("p", kd_verdict(report["kd_gain_test"])))
+    if "accuracy_last" in student:  # `select: best`: the kept step beside the last one, seed by seed
+        summary += _best_vs_last_blocks(student, scratch)
     if "student_init" in report:
         summary.append(("p", student_init_line(report["student_init"])))
     sections: list[Section] = [("Summary", summary), ("Fidelity", fidelity)]
@@ -62,6 +59,20 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
         sections.append(("Method measurements", _method_blocks(report["methods"])))
     sections.append(("Per seed", _per_seed_blocks(report)))
     return sections
+
+
+def _best_vs_last_blocks(student: dict[str, Any], scratch: dict[str, Any] | None) -> list[Block]:
+    rows = []
+    for name, summary in [("distilled", student)] + ([("scratch", scratch)] if scratch else []):
+        for m in summary["per_seed"]:
+            if "accuracy_last" in m:
+                kept = f"{m['best_step']}" if m.get("best_step") is not None else "-"
+                rows.append([str(m["seed"]), name, f"{kept} of {m.get('steps', '-')}", pct(m["accuracy"]),
+                             pct(m["accuracy_last"]), pct(m["agreement"]), pct(m.get("agreement_last"))])
+    return [("p", "`select: best` kept the step with the best validation score; the last step's test figures "
+                  "beside it (same test rows):"),
+            ("table", ["seed", "run", "kept step", "test accuracy (kept)", "test accuracy (last)",
+                       "agreement (kept)", "agreement (last)"], rows, "rlrrrrr")]
 
 
 def student_init_line(init: dict[str, Any]) -> str:
@@ -134,7 +145,7 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
     blocks: list[Block] = [("table", ["measure", "value"], match_rows, "lr")]
     blocks.append(("p", "Agreement as a function of the teacher's confidence: disagreements on inputs the teacher "
                         "is sure about matter more than on ambiguous ones."))
-    blocks.append(("img", "plots/agreement.png", "agreement vs teacher confidence"))
+    blocks.append(("img", "plots/agreement.png", caption("plots/agreement.png")))
     out.append(("Distribution match", blocks))
 
     if "accuracy" in report:
@@ -159,7 +170,7 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
             ("p", f"Expected calibration error over {cal['n_bins']} equal-width confidence bins (Guo et al. 2017): "
                   "0 means confidence matches accuracy."),
             ("table", ["model", "ECE"], rows, "lr"),
-            ("img", "plots/reliability.png", "reliability diagrams"),
+            ("img", "plots/reliability.png", caption("plots/reliability.png")),
         ]))
 
     ex = report["explanations"]
@@ -178,7 +189,7 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
         blocks.append(("p", f"Gradient saliency (|d score / d input|, class: the teacher's prediction): mean Spearman "
                             f"rank correlation teacher vs student {_num(sal['rank_correlation'])} ± "
                             f"{_num(sal['rank_correlation_std'])} over {sal['n_valid']} inputs."))
-        blocks.append(("img", "plots/explanations.png", "explanation maps"))
+        blocks.append(("img", "plots/explanations.png", caption("plots/explanations.png")))
         out.append(("Explanations", blocks))
     else:
         out.append(("Explanations", [("p", f"Not computed: {ex.get('reason', 'not available')}.")]))
@@ -199,23 +210,34 @@ def _confusion_blocks(matrix: list[list[int]]) -> list[Block]:
                     "prediction). " + ("Most frequent disagreements: " + ", ".join(
                         f"teacher {i} → student {j} ({c}x)" for c, i, j in cells) + "." if cells else
                         "No disagreements."))]
-    blocks.append(("img", "plots/confusion.png", "teacher vs student confusion and per-class bars"))
+    blocks.append(("img", "plots/confusion.png", caption("plots/confusion.png")))
     return blocks
 
 
 def _robustness_blocks(report: dict[str, Any], rob: dict[str, Any]) -> list[Block]:
-    kinds = " and ".join(k.replace("_", " ") for k in rob["perturbation"])
+    how = []  # name only the perturbations these inputs received (no "token dropout" for tabular data)
+    if "gaussian_noise" in rob["perturbation"]:
+        how.append(f"Gaussian noise ({rob['noise']:g} x each feature's std)")
+    if "token_dropout" in rob["perturbation"]:
+        how.append(f"token dropout (probability {rob['token_dropout']:g})")
     rows = [[label, pct(rob[key]["rate"]), f"[{pct(rob[key]['lower'])}, {pct(rob[key]['upper'])}]"]
             for label, key in (("student vs teacher, clean inputs", "agreement_clean"),
                                ("student vs teacher, perturbed inputs", "agreement_perturbed"),
                                ("teacher: perturbed vs clean prediction", "teacher_stability"),
                                ("student: perturbed vs clean prediction", "student_stability"))]
     return [
-        ("p", f"Inputs perturbed by {kinds} (noise {rob['noise']:g} x each feature's std; token dropout "
-              f"{rob['token_dropout']:g}; seed {rob['seed']}). Agreement drops by "
-              f"{100 * rob['agreement_drop']:+.2f} points under perturbation."),
+        ("p", f"Inputs perturbed by {' and '.join(how)}; seed {rob['seed']}. {agreement_change(rob)}"),
         ("table", ["agreement", "rate", f"{100 * report['confidence']:g}% interval"], rows, "lrr"),
     ]
+
+
+def agreement_change(rob: dict[str, Any]) -> str:
+    """`agreement_drop` (clean minus perturbed) in words whose sign matches the direction."""
+    drop = 100 * rob["agreement_drop"]
+    if abs(drop) < 0.005:
+        return "Agreement with the teacher is unchanged under perturbation."
+    return f"Agreement with the teacher {'falls' if drop > 0 else 'rises'} by {abs(drop):.2f} points under " \
+           "perturbation."
 
 
 def _num(x: float | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdforge.report.blocks import Block, Section, _cost_section
+from kdforge.report.blocks import Block, Section, _cost_section, caption
 
 
 def embedding_sections(report: dict[str, Any]) -> list[Section]:
@@ -41,7 +41,7 @@ def embedding_sections(report: dict[str, Any]) -> list[Section]:
                               f"{_num(emb['cosine'])} ± {_num(emb['cosine_std'])} (std over sentences), Spearman "
                               f"over {emb['pairs']:,} pairs of the first {min(emb['n'], _pair_rows(emb['pairs'])):,} "
                               "test sentences."))
-        fidelity.append(("img", "plots/cosines.png", "per-sentence cosine to the teacher"))
+        fidelity.append(("img", "plots/cosines.png", caption("plots/cosines.png")))
     ratios = f"The student has {report['params_ratio']:.3f}x the teacher's parameters"
     if report.get("throughput_ratio"):
         ratios += f" and encodes {report['throughput_ratio']:.2f}x as many sentences per second"

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from kdforge.report.blocks import caption
 from kdforge.report.content import environment_line, summary_sections
 
 CSS = """
@@ -56,7 +57,7 @@ def render_html(report: dict[str, Any], out_dir: Path) -> str:
     shown = {b[1] for _, blocks in sections for b in blocks if b[0] == "img"}
     rest = [p for p in report.get("plots", []) if p not in shown]
     if rest:
-        sections.append(("Plots", [("img", p, p) for p in rest]))
+        sections.append(("Plots", [("img", p, caption(p)) for p in rest]))
     nav = " ".join(f'<a href="#{_slug(t)}">{html.escape(t)}</a>' for t, _ in sections)
     parts = [
         "<!DOCTYPE html>",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdforge.report.blocks import caption
 from kdforge.report.content import environment_line, summary_sections
 
 
@@ -33,6 +34,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     shown = {b[1] for _, blocks in summary_sections(report) for b in blocks if b[0] == "img"}
     rest = [p for p in report.get("plots", []) if p not in shown]
     if rest:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in rest] + [""]
+        lines += ["## Plots", ""] + [f"![{caption(p)}]({p})" for p in rest] + [""]
     lines += [environment_line(report), ""]
     return "\n".join(lines)

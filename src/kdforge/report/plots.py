@@ -38,11 +38,12 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     names.append("distilled student")
     values.append(report["student"]["accuracy"])
     errors.append(report["student"]["accuracy_std"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [3, 2]},
+                                   layout="constrained")
     bars = left.bar(names, values, yerr=errors, capsize=4, color=["#555555", "#9bb7d4", "#2a6fb0"][-len(names):])
     left.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=3, fontsize=8)
-    low = min(values) - 3 * max(errors + [0.01])
-    left.set_ylim(max(0.0, low - 0.05), 1.0)
+    left.set_ylim(0.0, 1.15)  # from 0: a gap looks as large as it is; headroom keeps the labels off the title
+    left.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     left.set_ylabel("test accuracy")
     left.set_title("Accuracy (mean ± std over seeds)")
     agree = [("distilled", report["student"])] + ([("scratch", report["scratch"])] if "scratch" in report else [])
@@ -51,9 +52,10 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     lowers = [s["agreement_lower_95"] for _, s in agree]
     right.bar(labels, means, color="#2a6fb0", alpha=0.8, label="agreement (mean)")
     right.scatter(labels, lowers, color="black", marker="_", s=400, label="95% lower bound (weakest seed)")
-    right.set_ylim(max(0.0, min(lowers) - 0.05), 1.0)
+    right.set_ylim(0.0, 1.15)
+    right.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     right.set_title("Top-1 agreement with teacher")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)  # below: never on a bar
     return _save(fig, path)
 
 
@@ -68,7 +70,7 @@ def plot_curves(out_dir: Path, seeds: list[int], with_scratch: bool, path: Path,
     """Training loss and the validation metric `val_key` (accuracy; cosine to the teacher for embeddings)
     against optimizer steps, per seed."""
     plt = _pyplot()
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     kinds = [("student", "#2a6fb0")] + ([("scratch", "#d9822b")] if with_scratch else [])
     for kind, color in kinds:
         for i, seed in enumerate(seeds):
@@ -97,7 +99,7 @@ def plot_agreement_confidence(bins: list[dict[str, Any]], path: Path) -> Path:
     """Top-1 agreement per bin of teacher confidence, with each bin's share of the rows."""
     plt = _pyplot()
     used = [b for b in bins if b["count"]]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
     centers = [(b["lower"] + b["upper"]) / 2 for b in used]
     width = (bins[0]["upper"] - bins[0]["lower"]) * 0.9
     ax.bar(centers, [b["accuracy"] for b in used], width=width, color="#2a6fb0", alpha=0.85, label="agreement")
@@ -118,7 +120,8 @@ def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
     """Reliability diagrams (accuracy vs confidence per bin) of each model, with its ECE."""
     plt = _pyplot()
     names = [n for n in ("teacher", "student", "scratch") if n in calibration]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.5), squeeze=False,
+                             layout="constrained")
     colors = {"teacher": "#555555", "student": "#2a6fb0", "scratch": "#d9822b"}
     for ax, name in zip(axes[0], names, strict=True):
         bins = calibration[name]["bins"]
@@ -132,7 +135,7 @@ def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel("confidence")
         ax.set_title(f"{name}: ECE {calibration[name]['ece']:.3f}", fontsize=10)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="outside lower center", ncols=2)
     return _save(fig, path)
 
 
@@ -143,7 +146,7 @@ def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | No
 
     counts = np.asarray(matrix, dtype=float)
     ncols = 2 if per_class else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4.4), squeeze=False, layout="constrained")
     ax = axes[0][0]
     shown = np.where(counts > 0, np.log10(counts + 1), np.nan)
     ax.imshow(shown, cmap="Blues")
@@ -167,9 +170,7 @@ def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | No
         bx.bar(x, [r["student_accuracy"] for r in per_class], 0.27, color="#2a6fb0", label="student acc.")
         bx.bar(x + 0.27, [r["agreement"] for r in per_class], 0.27, color="#6bbf59", label="agreement")
         bx.set_xticks(x, [str(c) for c in classes])
-        low = min(min(r["student_accuracy"], r["agreement"]) for r in per_class if r["n"]) if any(
-            r["n"] for r in per_class) else 0.0
-        bx.set_ylim(max(0.0, low - 0.1), 1.0)
+        bx.set_ylim(0.0, 1.05)  # from 0, as every bar chart here
         bx.set_xlabel("true class")
         bx.set_title("Per class", fontsize=9)
         bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
@@ -191,7 +192,8 @@ def plot_explanations(maps: dict[str, Any], path: Path, n: int = 8) -> Path:
         rows.append(("gradcam_student", "student Grad-CAM++"))
     rows += [("saliency_teacher", "teacher saliency"), ("saliency_student", "student saliency")]
     count = min(n, len(maps["input"]))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.3 * count, 1.35 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.3 * count, 1.35 * len(rows)), squeeze=False,
+                             layout="constrained")
     for ax, (key, label) in zip(axes[:, 0], rows, strict=True):
         tiles = []
         for c in range(count):
@@ -215,18 +217,22 @@ def plot_cost(cost: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     import numpy as np
 
-    fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 3]})
+    fig, (size_ax, lat_ax) = plt.subplots(1, 2, figsize=(9.5, 3.8), gridspec_kw={"width_ratios": [2, 3]},
+                                         layout="constrained")
     names = [n for n in ("teacher", "student") if n in cost]
     colors = {"teacher": "#555555", "student": "#2a6fb0"}
     x = np.arange(2)
     for i, name in enumerate(names):
         values = [cost[name]["params"], cost[name]["size_bytes"] / 1024]
         bars = size_ax.bar(x + (i - 0.5) * 0.38, values, 0.38, color=colors[name], label=name)
-        size_ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7, padding=2)
+        size_ax.bar_label(bars, labels=[f"{v:,.0f}" if v >= 10 else f"{v:.2g}" for v in values], fontsize=7,
+                          padding=2)
     size_ax.set_xticks(x, ["parameters", "size on disk (KiB)"])
     size_ax.set_yscale("log")
+    low, high = size_ax.get_ylim()
+    size_ax.set_ylim(low, high * 8)  # headroom: the bar labels stay inside the axes, under the title
     size_ax.set_title("Size", fontsize=10)
-    size_ax.legend(fontsize=7)
+    size_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2)
     for name in names:
         lat = cost[name]["latency"]
         sizes = [a["batch_size"] for a in lat]
@@ -235,11 +241,16 @@ def plot_cost(cost: dict[str, Any], path: Path) -> Path:
                         color=colors[name], label=f"{name} (p50, bar to p95)")
     lat_ax.set_xscale("log")
     lat_ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lat_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks even over a narrow range
+    lat_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # plain numbers: short tick labels
+    lat_ax.yaxis.set_minor_formatter(NullFormatter())
     lat_ax.set_xlabel("batch size")
     lat_ax.set_ylabel("latency per batch (ms)")
     speed = ", ".join(f"{k}: {v:.1f}x" for k, v in cost.get("speedup", {}).items() if v)
-    lat_ax.set_title(f"Latency ({cost['threads']} thread(s)); speed-up {speed}", fontsize=9)
-    lat_ax.legend(fontsize=7)
+    lat_ax.set_title(f"Latency ({cost['threads']} thread(s))\nspeed-up by batch size: {speed}", fontsize=9)
+    lat_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     return _save(fig, path)
 
 
@@ -250,7 +261,7 @@ def plot_cosines(cosines: Any, path: Path) -> Path:
     import numpy as np
 
     values = np.asarray(cosines, dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
     ax.hist(values, bins=40, color="#2a6fb0", alpha=0.85)
     for q, style, label in ((values.mean(), "-", "mean"), (np.quantile(values, 0.05), "--", "5th percentile")):
         ax.axvline(q, color="black", ls=style, lw=1, label=f"{label} {q:.3f}")

@@ -37,6 +37,7 @@ class LoopState:
     evals_since_best: int = 0
     evals: list[dict[str, float]] = field(default_factory=list)
     nonfinite_skipped: int = 0  # optimizer steps skipped for a NaN/inf loss (train.nonfinite: skip)
+    log_bytes: int | None = None  # length of log.jsonl at this step: a resumed run cuts the log there
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -79,26 +80,28 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
     except OSError as exc:
         raise io.os_error(exc, folder) from None
     final = folder / f"step-{state.step:08d}"
-    io.save_tensors(tmp / "module.safetensors", module.state_dict())
-    if best_weights is not None:
-        io.save_tensors(tmp / "best.safetensors", best_weights)
-    io.write_with(tmp / "optim.pt", lambda p: torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, p))
-    rng_tensors, rng_meta = _rng_state()
-    io.save_tensors(tmp / "rng.safetensors", rng_tensors)
-    io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": rng_meta})
-    manifest = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "step": state.step,
-        "files": {p.name: io.sha256_file(p) for p in sorted(tmp.iterdir())},
-    }
-    io.write_json(tmp / "manifest.json", manifest)
-    shutil.rmtree(final, ignore_errors=True)
     try:
+        io.save_tensors(tmp / "module.safetensors", module.state_dict())
+        if best_weights is not None:
+            io.save_tensors(tmp / "best.safetensors", best_weights)
+        io.write_torch(tmp / "optim.pt", {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+        rng_tensors, rng_meta = _rng_state()
+        io.save_tensors(tmp / "rng.safetensors", rng_tensors)
+        io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": rng_meta})
+        manifest = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "step": state.step,
+            "files": {p.name: io.sha256_file(p) for p in sorted(tmp.iterdir())},
+        }
+        io.write_json(tmp / "manifest.json", manifest)
+        shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-    except OSError as exc:
-        raise io.os_error(exc, final) from None
+    except Exception as exc:  # a failed write (a full disk) leaves nothing; a kill leaves a `.tmp` no reader takes
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise io.os_error(exc, final) from None
+        raise
     io.write_text(folder / "latest", final.name + "\n")
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -26,7 +26,8 @@ class LoopConfig:
     grad_clip: float | None = None  # max global gradient norm
     grad_accum: int = 1  # micro-batches per optimizer step
     eval_every: int | None = None  # validate every N steps; None: once per epoch
-    checkpoint_every: int | None = None  # checkpoint every N steps; None: once per epoch
+    checkpoint_every: int | None = None  # also checkpoint every N steps; None: by time and events only
+    checkpoint_minutes: float | None = 10.0  # checkpoint when this much wall-clock time passed since the last one
     keep_checkpoints: int = 1
     select: Literal["last", "best"] = "last"  # keep the last weights, or the best on `monitor`
     monitor: str = "val/accuracy"  # validation metric for select=best and patience (maximised)

@@ -2,7 +2,9 @@
 
 What differs between those is data, not code: the module (student + loss terms, or a mutual-learning pair),
 the teacher side (online, cached, or none for plain training), the step function and the term schedule
-(which terms count at a step). Checkpoints make it resumable exactly.
+(which terms count at a step). Checkpoints make it resumable exactly; they are written by time and by events
+(every `checkpoint_minutes`, every `checkpoint_every` steps when set, at the end, before an early stop and on
+SIGTERM/SIGINT), not per epoch, so a run of many short epochs does not spend its time writing them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import contextlib
 import json
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from kdforge.errors import TrainingError
 from kdforge.losses.protocols import StepFn, TeacherSource
 from kdforge.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
 from kdforge.train.config import LoopConfig
+from kdforge.train.divergence import last_finite_checkpoint
 from kdforge.train.module import standard_step
 from kdforge.train.optim import make_optimizer, make_scheduler
 from kdforge.train.schedule import TermSchedule
@@ -80,20 +86,27 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 class _Log:
-    """Append-only JSONL log, kept consistent with the checkpoint a resumed run starts from."""
+    """Append-only JSONL log, kept consistent with the checkpoint a resumed run starts from: the checkpoint
+    records the log's length in bytes, and a resumed run cuts the file there (lines of lost steps go) and
+    appends; nothing is re-serialised."""
 
-    def __init__(self, path: Path, keep_until_step: int, enabled: bool) -> None:
+    def __init__(self, path: Path, state: LoopState, enabled: bool) -> None:
         self.enabled = enabled
         self.path = path
         if not enabled:
             return
-        kept = []
-        if keep_until_step > 0 and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
-        io.write_text(path, "".join(line + "\n" for line in kept))
         try:
-            self.handle = path.open("a", encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if state.step > 0 and path.is_file():
+                if state.log_bytes is not None and path.stat().st_size >= state.log_bytes:
+                    os.truncate(path, state.log_bytes)
+                else:  # a checkpoint from before log_bytes was recorded: keep the lines up to its step
+                    kept = [line for line in path.read_text().splitlines()
+                            if line.strip() and json.loads(line).get("step", 0) <= state.step]
+                    io.write_text(path, "".join(line + "\n" for line in kept))
+                self.handle = path.open("a", encoding="utf-8")
+            else:
+                self.handle = path.open("w", encoding="utf-8")
         except OSError as exc:
             raise io.os_error(exc, path) from None
 
@@ -104,17 +117,75 @@ class _Log:
             except OSError as exc:
                 raise io.os_error(exc, self.path) from None
 
-    def flush(self) -> None:
-        """Before a checkpoint: a killed run must not resume from a step whose log lines were still buffered."""
+    def flush(self) -> int | None:
+        """Before a checkpoint: a killed run must not resume from a step whose log lines were still buffered.
+        Returns the log's length in bytes (None when this process does not log)."""
         if self.enabled:
             try:
                 self.handle.flush()
+                return self.handle.tell()
             except OSError as exc:
                 raise io.os_error(exc, self.path) from None
+        return None
 
     def close(self) -> None:
         if self.enabled:
-            self.handle.close()
+            try:
+                self.handle.close()
+            except OSError as exc:  # the last buffered lines meet a full disk
+                raise io.os_error(exc, self.path) from None
+
+
+_clock = time.monotonic  # the checkpoint interval's clock (a test replaces it)
+
+
+class _Interrupts:
+    """SIGTERM/SIGINT during `fit`: the step in flight finishes, a checkpoint is written, then the signal is
+    delivered again as it would have been (SIGINT raises KeyboardInterrupt, SIGTERM ends the process). A second
+    signal while the first is pending is delivered at once. Only the main thread can install handlers; elsewhere
+    signals behave as usual."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def deliver(self) -> None:
+        """After the checkpoint: the pending signal, with the handlers that were there before `fit`."""
+        received, self.received = self.received, None
+        self.restore()
+        if received is not None:
+            signal.raise_signal(received)
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def _agree(accelerator: Accelerator, flags: list[bool]) -> list[bool]:
+    """Each flag true on any process, on all processes (one small all-reduce): a checkpoint is collective."""
+    if accelerator.num_processes == 1:
+        return flags
+    local = torch.tensor([float(f) for f in flags], device=accelerator.device)
+    return [bool(v) for v in accelerator.reduce(local, reduction="sum").tolist()]
 
 
 def _progress(enabled: bool) -> Progress:
@@ -144,14 +215,16 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
     main = accelerator.is_main_process
     steps_per_epoch = max(1, num_batches(len(job.data), cfg.batch_size) // cfg.grad_accum)
     eval_every = cfg.eval_every or steps_per_epoch
-    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    ckpt_seconds = cfg.checkpoint_minutes * 60.0 if cfg.checkpoint_minutes else math.inf
     stream: Iterator[Batch] = iterate_batches(
         job.data, cfg.batch_size, seed=cfg.seed, start_step=state.step * cfg.grad_accum,
         process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-    log = _Log(job.out_dir / "log.jsonl", state.step, enabled=main)
+    log = _Log(job.out_dir / "log.jsonl", state, enabled=main)
     started, stopped_early = time.perf_counter(), False
+    last_checkpoint = _clock()
+    train_keys: dict[str, str] = {}  # term -> its log key, built once
     prepared.train()
-    with _progress(cfg.progress and main) as bar:
+    with _progress(cfg.progress and main) as bar, _Interrupts() as interrupts:
         task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
         while state.step < job.total_steps and not stopped_early:
             sums: dict[str, float] = {}
@@ -191,18 +264,30 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                 scheduler.step()
                 stepper.zero_grad(set_to_none=True)
                 state.step += 1
-                log.write({"step": state.step, "epoch": state.step / steps_per_epoch,
-                           "lr": scheduler.get_last_lr()[0], **{f"train/{k}": v for k, v in sums.items()}})
+                record = {"step": state.step, "epoch": state.step / steps_per_epoch, "lr": scheduler.get_last_lr()[0]}
+                for k, v in sums.items():
+                    record[train_keys.get(k) or train_keys.setdefault(k, f"train/{k}")] = v
+                log.write(record)
             if not bar.disable:
                 bar.update(task, advance=1, info=f"loss {sums['loss']:.4f}")
             if job.validate is not None and (state.step % eval_every == 0 or state.step == job.total_steps):
                 stopped_early, best_weights = _evaluate(job, accelerator, prepared, state, best_weights, log)
-            if state.step % ckpt_every == 0 or state.step == job.total_steps or stopped_early:
+            due = (state.step == job.total_steps or stopped_early
+                   or (cfg.checkpoint_every is not None and state.step % cfg.checkpoint_every == 0))
+            due, interrupted = _agree(accelerator, [due or _clock() - last_checkpoint >= ckpt_seconds,
+                                                    interrupts.received is not None])
+            if due or interrupted:
                 if main:
-                    log.flush()
+                    state.log_bytes = log.flush()
                     save_checkpoint(ckpt_dir, accelerator.unwrap_model(prepared), optimizer, scheduler, state,
                                     best_weights, keep=cfg.keep_checkpoints)
                 accelerator.wait_for_everyone()
+                last_checkpoint = _clock()
+            if interrupted:
+                log.close()
+                logger.warning("%s: interrupted at step %d; checkpoint written, resume with --resume.",
+                               job.name, state.step)
+                interrupts.deliver()
     log.close()
     final = accelerator.unwrap_model(prepared)
     last_weights = None
@@ -254,11 +339,11 @@ def _nonfinite_step(job: TrainJob, state: LoopState, sums: dict[str, float], ckp
         logger.warning("%s: %s; step skipped (%d of at most %d, train.max_nonfinite).", job.name, where,
                        state.nonfinite_skipped, cfg.max_nonfinite)
         return bad
-    last = latest_checkpoint(ckpt_dir)
+    last = last_finite_checkpoint(ckpt_dir)  # the newest may hold weights an update already sent to inf
     skipped = (f" after {state.nonfinite_skipped} skipped step(s), more than train.max_nonfinite={cfg.max_nonfinite}"
                if cfg.nonfinite == "skip" else "")
     raise TrainingError(
-        f"{job.name}: {where}{skipped}. Last good checkpoint: {last if last else 'none'}. "
+        f"{job.name}: {where}{skipped}. Last good checkpoint: {last if last else 'none (none holds finite weights)'}. "
         "Lower the learning rate or set train.grad_clip"
         + (", or set train.nonfinite: skip to skip such steps." if cfg.nonfinite == "stop" else ".")
     )
@@ -280,7 +365,8 @@ def _plain_optimizer(accelerator: Accelerator, optimizer: torch.optim.Optimizer)
 
 def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, state: LoopState,
               best_weights: dict[str, Tensor] | None, log: _Log) -> tuple[bool, dict[str, Tensor] | None]:
-    """Validate, track the best value of `monitor` (maximised), and say whether patience ran out."""
+    """Validate, track the best value of `monitor` (maximised; a loss or mse minimised), and say whether
+    patience ran out. A tie goes to the lower `val/loss`, then to the later step (see `_loss_tie_won`)."""
     cfg = job.config
     unwrapped = accelerator.unwrap_model(prepared)
     prepared.eval()
@@ -292,11 +378,20 @@ def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, stat
         raise TrainingError(
             f"{job.where}.monitor: {cfg.monitor!r} is not a validation metric; choose one of {sorted(metrics)}."
         )
-    value = metrics[cfg.monitor]
-    if state.best_value is None or value > state.best_value:
-        state.best_value, state.best_step, state.evals_since_best = value, state.step, 0
+    value = metrics[cfg.monitor] * (-1.0 if cfg.monitor.endswith(("loss", "mse")) else 1.0)  # losses: minimised
+    improved = state.best_value is None or value > state.best_value
+    if improved or (value == state.best_value and _loss_tie_won(state, metrics)):
+        state.best_value, state.best_step = value, state.step
         if cfg.select == "best":
             best_weights = {k: v.detach().clone().cpu() for k, v in unwrapped.state_dict().items()}
-    else:
-        state.evals_since_best += 1
+    state.evals_since_best = 0 if improved else state.evals_since_best + 1  # patience counts the monitor only
     return cfg.patience is not None and state.evals_since_best >= cfg.patience, best_weights
+
+
+def _loss_tie_won(state: LoopState, metrics: dict[str, float]) -> bool:
+    """On a tie of the monitored value, this evaluation wins unless the kept step had a lower `val/loss`: on a
+    small validation set many steps tie, and the first of them is rarely the best one."""
+    kept = next((e for e in reversed(state.evals) if e["step"] == state.best_step), {})
+    if "val/loss" in metrics and "val/loss" in kept:
+        return metrics["val/loss"] <= kept["val/loss"]
+    return True
