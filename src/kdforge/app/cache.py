@@ -91,12 +91,7 @@ def cache_splits(data: DataBundle) -> dict[str, TensorData]:
 def _check_settings(store: CacheStore, spec: CacheSpec, recipe: Recipe) -> None:
     """Settings the recipe states must match the store; unset ones accept whatever it holds."""
     have = store.settings
-    for key in ("logits", "dtype"):
-        wanted = getattr(spec, key)
-        if wanted is not None and wanted != getattr(have, key):
-            raise CacheError(f"recipe.teacher.cache.{key}: the cache in {str(store.directory)!r} holds "
-                             f"{key}={getattr(have, key)!r}, not {wanted!r}. Remove the setting to use it as it is, "
-                             "or rebuild it with `kdforge cache RECIPE --overwrite`.")
+    _check_stated(have, spec, store.directory, "Remove the setting to use it as it is, or rebuild")
     if spec.k is not None and have.logits == "topk" and spec.k != have.k:
         raise CacheError(f"recipe.teacher.cache.k: the cache in {str(store.directory)!r} keeps k={have.k}, not "
                          f"{spec.k}. Remove k to use it, or rebuild it with `kdforge cache RECIPE --overwrite`.")
@@ -191,7 +186,7 @@ def _repair(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teach
                     "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
     settings = CacheSettings(**{**store_manifest["settings"], "features": tuple(store_manifest["settings"]
                                                                                 ["features"])})
-    _check_settings_dict(settings, spec, recipe, path)
+    _check_stated(settings, spec, path, "Rebuild")  # the repair uses the recipe's settings: they must match
     bad = repair_cache(teacher, cache_splits(data), path, settings, fingerprints, recipe.teacher.inputs,
                        recipe.taps.teacher, batch_size=recipe.eval.batch_size, chunk_rows=spec.chunk_rows,
                        device=device)
@@ -201,13 +196,13 @@ def _repair(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teach
     return "repaired (" + ", ".join(splits) + ")"
 
 
-def _check_settings_dict(have: CacheSettings, spec: CacheSpec, recipe: Recipe, path: Path) -> None:
-    """The recipe's stated settings must match the damaged store's before it is repaired with them."""
+def _check_stated(have: CacheSettings, spec: CacheSpec, path: Path, fix: str) -> None:
+    """`logits` and `dtype` the recipe states must be the store's (`fix` starts the advice)."""
     for key in ("logits", "dtype"):
         wanted = getattr(spec, key)
         if wanted is not None and wanted != getattr(have, key):
             raise CacheError(f"recipe.teacher.cache.{key}: the cache in {str(path)!r} holds {key}="
-                             f"{getattr(have, key)!r}, not {wanted!r}. Rebuild it with `kdforge cache RECIPE "
+                             f"{getattr(have, key)!r}, not {wanted!r}. {fix} it with `kdforge cache RECIPE "
                              "--overwrite`.")
 
 
