@@ -71,6 +71,6 @@ def test_resume_skips_finished_stages_and_finishes_interrupted_ones(tmp_path, ti
 
 def test_resume_refuses_a_different_recipe(tmp_path, tiny_recipe_dict):
     run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "a")
-    tiny_recipe_dict["train"]["lr"] = 0.5
+    tiny_recipe_dict["data"]["split_seed"] = 1  # the teacher's data: a later-stage change reuses the teacher
     with pytest.raises(kdforge.KDForgeError, match="different recipe"):
         run_recipe(recipe_from_dict(tiny_recipe_dict), out_dir=tmp_path / "a", resume=True)

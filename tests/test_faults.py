@@ -258,7 +258,7 @@ def test_an_existing_run_is_never_overwritten_without_overwrite(tmp_path, capsys
     out = tmp_path / "run"
     assert run_cli(["distill", path, "--out", str(out), "-q"], capsys)[0] in (0, None)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    for extra in ([], ["--set", "train.lr=0.5", "--resume"]):
+    for extra in ([], ["--set", "teacher.train.lr=0.5", "--resume"]):  # a student-side change reuses the teacher
         code, _, err = run_cli(["distill", path, "--out", str(out), "-q", *extra], capsys)
         assert code == 2 and ("already holds a run" in err or "different recipe" in err), err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -148,6 +148,10 @@ class DataSpec(_Strict):
     transfer_set: bool = Field(
         True, description="With student_labels: the other training inputs join as an unlabelled transfer set."
     )
+    class_names: list[str] | None = Field(
+        None, description="One name per class id, for reports (default: the source's names, e.g. sklearn's "
+                          "target_names, else the ids)."
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> DataSpec:

@@ -54,3 +54,4 @@ class DataInfo:
 
     input_shape: tuple[int, ...]
     num_classes: int
+    class_names: tuple[str, ...] | None = None  # one per class id, for reports (None: the ids are the names)

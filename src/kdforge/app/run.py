@@ -17,6 +17,7 @@ from torch import nn
 from kdforge import io
 from kdforge.app.build import build
 from kdforge.app.data import load_recipe_data, save_preprocess
+from kdforge.app.early import check_before_teacher
 from kdforge.app.evaluation import check_label_free, test_result
 from kdforge.app.given import NOTHING, Given
 from kdforge.app.rundir import ModelResult, RunResult, environment, prepare_run_dir, save_summary, save_tokenizer
@@ -53,6 +54,7 @@ def _run_recipe(recipe: Recipe, out_dir: str | Path | None, resume: bool, overwr
     label_free = is_label_free(data.test)
     if label_free:
         check_label_free(recipe, data)
+    check_before_teacher(recipe, data, out, resume, given)  # a student-side mistake stops the run now
     teacher = run_teacher(recipe, data, out, resume, given)
     teacher_seconds = time.perf_counter() - started
     if recipe.teacher.train is not None:

@@ -7,17 +7,19 @@ only code that knows the folder's file names, so the report, export and `kdforge
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import sys
 from dataclasses import dataclass, field
+from importlib.metadata import version as _installed_version
 from pathlib import Path
 from typing import Any
 
 import accelerate
 import numpy
-import sklearn
 import torch
+import yaml
 from torch import nn
 
 from kdforge import io
@@ -28,6 +30,10 @@ from kdforge.train.loop import TrainSummary
 from kdforge.version import __version__
 
 RUN_MARKER = "recipe.resolved.yaml"
+TEACHER_PARTS = ("teacher", "data")  # the recipe sections the teacher stage depends on
+# a re-run whose recipe changed only outside TEACHER_PARTS keeps these (the marker is rewritten)
+KEPT_ON_TEACHER_REUSE = {"teacher", RUN_MARKER, "environment.json"}
+logger = logging.getLogger("kdforge")
 
 
 @dataclass
@@ -76,11 +82,13 @@ def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool
     the main process changes it; an error there reaches every process, so none waits for the others forever.
     """
     state = process_state()
-    _check_run_dir(out_dir, recipe, resume, overwrite)
+    reuse_teacher = _check_run_dir(out_dir, recipe, resume, overwrite)
     state.wait_for_everyone()
     message = [None]
     if state.is_main_process:
         try:
+            if reuse_teacher:
+                _clear_after_teacher(out_dir)
             _make_run_dir(out_dir, recipe, overwrite)
         except KDForgeError as exc:
             message[0] = str(exc)
@@ -88,6 +96,31 @@ def prepare_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool
         torch.distributed.broadcast_object_list(message, src=0)
     if message[0] is not None:
         raise KDForgeError(message[0])
+
+
+def _same_teacher_parts(saved: str, recipe: Recipe) -> bool:
+    """Whether the saved recipe and this one agree on everything the teacher stage depends on."""
+    try:
+        before = yaml.safe_load(saved)
+    except yaml.YAMLError:
+        return False
+    now = yaml.safe_load(dump_recipe(recipe))
+    return isinstance(before, dict) and all(before.get(part) == now.get(part) for part in TEACHER_PARTS)
+
+
+def _clear_after_teacher(out_dir: Path) -> None:
+    """Remove what the stages after the teacher wrote (students, pre-training, the report): they belong to the
+    recipe as it was. The teacher's folder stays."""
+    try:
+        for entry in out_dir.iterdir():
+            if entry.name in KEPT_ON_TEACHER_REUSE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as exc:
+        raise io.os_error(exc, out_dir) from None
 
 
 def _make_run_dir(out_dir: Path, recipe: Recipe, overwrite: bool) -> None:
@@ -101,22 +134,32 @@ def _make_run_dir(out_dir: Path, recipe: Recipe, overwrite: bool) -> None:
         raise io.os_error(exc, out_dir) from None
 
 
-def _check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(out_dir: Path, recipe: Recipe, resume: bool, overwrite: bool) -> bool:
+    """Refuse what would mix runs; True when --resume continues a run whose recipe changed only after the teacher
+    (its finished teacher is kept, every later stage is trained again)."""
     marker = out_dir / RUN_MARKER
     if marker.is_file():
         if overwrite:
-            return
-        elif resume:
-            if marker.read_text() != dump_recipe(recipe):
-                raise KDForgeError(
-                    f"--resume: {str(out_dir)!r} holds a run of a different recipe. "
-                    "Resume with the same recipe and overrides, or choose another --out."
-                )
-        else:
+            return False
+        saved = marker.read_text()
+        same_teacher = _same_teacher_parts(saved, recipe)
+        if resume:
+            if saved == dump_recipe(recipe):
+                return False
+            if same_teacher:
+                logger.warning("%s: the recipe changed after the teacher (its teacher and data are the same); "
+                               "reusing the teacher there and training every later stage again.", out_dir)
+                return True
             raise KDForgeError(
-                f"output dir {str(out_dir)!r} already holds a run. Pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out."
+                f"--resume: {str(out_dir)!r} holds a run of a different recipe (its {' or '.join(TEACHER_PARTS)} "
+                "sections differ). Resume with the same recipe and overrides, or choose another --out."
             )
+        reuse = (" (its teacher is reused: the recipe's teacher and data sections are unchanged)"
+                 if same_teacher and saved != dump_recipe(recipe) else "")
+        raise KDForgeError(
+            f"output dir {str(out_dir)!r} already holds a run. Pass --resume to continue it{reuse}, "
+            "--overwrite to replace it, or choose another --out."
+        )
     elif out_dir.exists() and not out_dir.is_dir():
         raise KDForgeError(f"output dir {str(out_dir)!r} is a file, not a folder. Choose another --out.")
     elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -131,7 +174,7 @@ def environment() -> dict[str, Any]:
     return {
         "kdforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "accelerate": accelerate.__version__, "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
+        "scikit-learn": _installed_version("scikit-learn"), "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(), "world_size": process_state().num_processes,
     }
 

@@ -36,7 +36,7 @@ def load_data(spec: DataRequest, base_dir: str | Path | None = None, where: str 
     module or a local tokenizer is looked up first."""
     if spec.source.startswith("text:"):  # token sequences, split and encoded by the source itself
         return text_source(spec, base_dir, where)
-    parts, standardize_default = _load_raw(spec, base_dir, where)
+    parts, standardize_default, class_names = _load_raw(spec, base_dir, where)
     if any(isinstance(part, TensorData) for part in parts.values()):
         return _named_bundle(parts, spec, where)
     for key, (x, y) in parts.items():
@@ -66,7 +66,8 @@ def load_data(spec: DataRequest, base_dir: str | Path | None = None, where: str 
     preprocess = {"standardize": {"input": "x", "mean": mean[0].astype(np.float64).tolist(),
                                   "std": std[0].astype(np.float64).tolist()}} if standardize else {}
     return DataBundle(
-        info=DataInfo(tuple(int(d) for d in parts["train"][0].shape[1:]), num_classes),
+        info=DataInfo(tuple(int(d) for d in parts["train"][0].shape[1:]), num_classes,
+                      class_names if class_names is not None and len(class_names) == num_classes else None),
         teacher_train=train,
         student_train=student_train,
         scratch_train=scratch_train,
@@ -77,8 +78,9 @@ def load_data(spec: DataRequest, base_dir: str | Path | None = None, where: str 
 
 
 def _load_raw(spec: DataRequest, base_dir: str | Path | None,
-              where: str) -> tuple[dict[str, Arrays | TensorData], bool]:
-    """{'all': data} or {'train':..., 'test':..., ['val':...]}, and the source's standardize default. Each part is
+              where: str) -> tuple[dict[str, Arrays | TensorData], bool, tuple[str, ...] | None]:
+    """{'all': data} or {'train':..., 'test':..., ['val':...]}, the source's standardize default and its class
+    names (an `ArrayData` source's, else None). Each part is
     (X, y) arrays, or a TensorData when a `py:` source gives named tensors (not just x and labels)."""
     source_where = f"{where}.source"
     if is_py_ref(spec.source):
@@ -92,17 +94,17 @@ def _load_raw(spec: DataRequest, base_dir: str | Path | None,
             if unknown or not {"train", "test"} <= set(out):
                 raise RecipeError(f"{source_where}: {spec.source} returned keys {sorted(out)}; expected train, test, "
                                   "val.")
-            return {k: _as_arrays(v, f"{source_where}[{k}]") for k, v in out.items()}, False
+            return {k: _as_arrays(v, f"{source_where}[{k}]") for k, v in out.items()}, False, None
         data = _as_arrays(out, source_where)
         if isinstance(data, TensorData):
             raise RecipeError(f"{source_where}: {spec.source} returned one dataset of {sorted(data.tensors)}; only x "
                               "and labels can be split here. Return {'train': ..., 'test': ...} splits instead.")
-        return {"all": data}, False
+        return {"all": data}, False, getattr(out, "class_names", None)
     loader = DATASETS.get(spec.source, where=source_where)
     if spec.args:
         raise RecipeError(f"{where}.args: built-in source {spec.source} takes no arguments; remove them.")
     raw = loader()
-    return {"all": (raw.x, raw.y)}, raw.standardize
+    return {"all": (raw.x, raw.y)}, raw.standardize, raw.class_names
 
 
 def _as_arrays(obj: Any, where: str) -> Arrays | TensorData:

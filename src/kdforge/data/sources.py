@@ -26,6 +26,7 @@ class ArrayData:
     y: np.ndarray
     input_shape: tuple[int, ...]
     standardize: bool  # the sensible default for this source (tabular: yes; images in [0, 1]: no)
+    class_names: tuple[str, ...] | None = None  # one per class id (scikit-learn's target_names)
 
 
 @DATASETS.register("sklearn:digits")
@@ -35,13 +36,15 @@ def digits() -> ArrayData:
 
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8)
-    return ArrayData(x, bunch.target.astype(np.int64), (1, 8, 8), standardize=False)
+    return ArrayData(x, bunch.target.astype(np.int64), (1, 8, 8), standardize=False,
+                     class_names=tuple(str(c) for c in bunch.target_names))
 
 
 def _tabular(loader) -> ArrayData:
     bunch = loader()
     x = bunch.data.astype(np.float32)
-    return ArrayData(x, bunch.target.astype(np.int64), (x.shape[1],), standardize=True)
+    return ArrayData(x, bunch.target.astype(np.int64), (x.shape[1],), standardize=True,
+                     class_names=tuple(str(c) for c in bunch.target_names))
 
 
 @DATASETS.register("sklearn:breast_cancer")

@@ -245,15 +245,15 @@ def stdlib_topics(tokenizer: str = "wordpiece", vocab_size: int | None = None, s
     records, labels = topic_records()
     return sentence_classification([r.text for r in records], labels, len(TOPICS), tokenizer,
                                    vocab_size, seq_len, augment, test_size, val_size, seed, student_labels,
-                                   transfer_set, base_dir, where)
+                                   transfer_set, base_dir, where, class_names=tuple(TOPICS))
 
 
 def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classes: int,
                             tokenizer: str = "wordpiece", vocab_size: int | None = None, seq_len: int = 64,
                             augment: dict[str, Any] | None = None, test_size: float = 0.2, val_size: float = 0.1,
                             seed: int = 0, student_labels: int | None = None, transfer_set: bool = True,
-                            base_dir: str | Path | None = None,
-                            where: str = "data") -> tuple[DataBundle, TextTokenizer]:
+                            base_dir: str | Path | None = None, where: str = "data",
+                            class_names: Sequence[str] | None = None) -> tuple[DataBundle, TextTokenizer]:
     """(DataBundle, tokenizer) of one label per text (-1 in `labels`: an unlabelled text), for every
     sentence-classification source.
 
@@ -278,7 +278,8 @@ def sentence_classification(texts: Sequence[str], labels: np.ndarray, num_classe
     ids, attention, _ = tok.encode(texts, seq_len)
     targets = torch.from_numpy(np.where(labels >= 0, labels, IGNORE_INDEX).astype(np.int64))
     data = TensorData({"input_ids": ids, "attention_mask": attention, "labels": targets})
-    bundle = shared_rows_bundle(DataInfo((seq_len,), num_classes), data, train, val, test)
+    names = tuple(str(c) for c in class_names) if class_names is not None else None
+    bundle = shared_rows_bundle(DataInfo((seq_len,), num_classes, names), data, train, val, test)
     student_train, scratch_train = labelled_split(bundle.teacher_train, student_labels, transfer_set, seed, where)
     if transfer_set and len(unlabelled):
         student_train = _cat([student_train, data.subset(unlabelled)], name="train (student)")
@@ -311,7 +312,7 @@ def text_file(path: str, text_field: str = "text", label_field: str = "label", f
     read = read_labelled_texts(local, text_field, label_field, format, where)
     return sentence_classification(read.texts, read.labels, len(read.classes), tokenizer, vocab_size,
                                    seq_len, augment, test_size, val_size, seed, student_labels, transfer_set,
-                                   base_dir, where)
+                                   base_dir, where, class_names=read.classes)
 
 
 def _name_parts(record: DocSentence) -> set[str]:

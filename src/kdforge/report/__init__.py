@@ -42,6 +42,17 @@ DETAIL_SECTIONS = ("fidelity", "accuracy", "per_class", "confusion", "agreement_
                    "explanations", "robustness", "cost")
 
 
+
+def name_classes(report: dict[str, Any], class_names: tuple[str, ...] | None) -> None:
+    """Class names (the data's, or the recipe's `data.class_names`) beside the class ids: `data.class_names`
+    and `per_class[].name`, so tables, figures and the confusion summary speak of "setosa", not of class 0."""
+    if not class_names:
+        return
+    report["data"]["class_names"] = list(class_names)
+    for row in report.get("per_class", []):
+        if 0 <= row["class"] < len(class_names):
+            row["name"] = class_names[row["class"]]
+
 def _mean(values: list[float]) -> float:
     return float(statistics.fmean(values))
 
@@ -146,6 +157,7 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         report["evaluated_seed"] = evaluation["seed"]
         report["eval_options"] = evaluation["options"]
         report.update(evaluation["sections"])
+        name_classes(report, data.info.class_names)
         if "calibration" in report:
             report["teacher"] = {**teacher, "ece": report["calibration"]["teacher"]["ece"]}
     plots = out_dir / "plots"
@@ -160,7 +172,7 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
             written.append(plot_reliability(report["calibration"], plots / "reliability.png"))
         if "confusion" in report:
             written.append(plot_confusion(report["confusion"]["matrix"], report.get("per_class"),
-                                          plots / "confusion.png"))
+                                          plots / "confusion.png", report["data"].get("class_names")))
         if evaluation["maps"] is not None:
             written.append(plot_explanations(evaluation["maps"], plots / "explanations.png"))
         if report.get("cost", {}).get("available", True):

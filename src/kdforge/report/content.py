@@ -156,12 +156,13 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
                    rows, "lrrr")]
         if report.get("per_class"):
             blocks.append(("table", ["class", "n", "teacher accuracy", "student accuracy", "agreement"],
-                           [[str(r["class"]), str(r["n"]), pct(r["teacher_accuracy"]), pct(r["student_accuracy"]),
-                             pct(r["agreement"])] for r in report["per_class"]], "rrrrr"))
+                           [[_class_label(r["class"], report), str(r["n"]), pct(r["teacher_accuracy"]),
+                             pct(r["student_accuracy"]), pct(r["agreement"])] for r in report["per_class"]],
+                           "lrrrr"))
         out.append(("Accuracy and per class", blocks))
 
     if "confusion" in report:
-        out.append(("Teacher vs student confusion", _confusion_blocks(report["confusion"]["matrix"])))
+        out.append(("Teacher vs student confusion", _confusion_blocks(report["confusion"]["matrix"], report)))
 
     if "calibration" in report:
         cal = report["calibration"]
@@ -203,12 +204,19 @@ def _detail_sections(report: dict[str, Any]) -> list[Section]:
     return out + _cost_section(report.get("cost"))
 
 
-def _confusion_blocks(matrix: list[list[int]]) -> list[Block]:
+def _class_label(class_id: int, report: dict[str, Any]) -> str:
+    """A class as the report shows it: its name when the data has names ("setosa (0)"), else its id."""
+    names = report.get("data", {}).get("class_names")
+    return f"{names[class_id]} ({class_id})" if names and 0 <= class_id < len(names) else str(class_id)
+
+
+def _confusion_blocks(matrix: list[list[int]], report: dict[str, Any]) -> list[Block]:
     cells = sorted(((matrix[i][j], i, j) for i in range(len(matrix)) for j in range(len(matrix)) if i != j and
                     matrix[i][j]), reverse=True)[:8]
     blocks = [("p", "Where the student departs from the teacher (rows: teacher prediction, columns: student "
                     "prediction). " + ("Most frequent disagreements: " + ", ".join(
-                        f"teacher {i} → student {j} ({c}x)" for c, i, j in cells) + "." if cells else
+                        f"teacher {_class_label(i, report)} → student {_class_label(j, report)} ({c}x)"
+                        for c, i, j in cells) + "." if cells else
                         "No disagreements."))]
     blocks.append(("img", "plots/confusion.png", caption("plots/confusion.png")))
     return blocks

@@ -139,8 +139,10 @@ def plot_reliability(calibration: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | None, path: Path) -> Path:
-    """Teacher-vs-student prediction counts, and per-class accuracy of both with their agreement."""
+def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | None, path: Path,
+                   class_names: list[str] | None = None) -> Path:
+    """Teacher-vs-student prediction counts, and per-class accuracy of both with their agreement; axes carry the
+    class names when the data has them."""
     plt = _pyplot()
     import numpy as np
 
@@ -152,8 +154,10 @@ def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | No
     ax.imshow(shown, cmap="Blues")
     k = counts.shape[0]
     if k <= 20:
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
+        names = class_names if class_names is not None and len(class_names) == k else [str(i) for i in range(k)]
+        turn = {"rotation": 45, "ha": "right"} if class_names is not None else {}
+        ax.set_xticks(range(k), names, **turn)
+        ax.set_yticks(range(k), names)
         for i in range(k):
             for j in range(k):
                 if counts[i, j]:
@@ -169,11 +173,13 @@ def plot_confusion(matrix: list[list[int]], per_class: list[dict[str, Any]] | No
         bx.bar(x - 0.27, [r["teacher_accuracy"] for r in per_class], 0.27, color="#555555", label="teacher acc.")
         bx.bar(x, [r["student_accuracy"] for r in per_class], 0.27, color="#2a6fb0", label="student acc.")
         bx.bar(x + 0.27, [r["agreement"] for r in per_class], 0.27, color="#6bbf59", label="agreement")
-        bx.set_xticks(x, [str(c) for c in classes])
+        turn = {"rotation": 45, "ha": "right"} if any("name" in r for r in per_class) else {}
+        bx.set_xticks(x, [str(r.get("name", r["class"])) for r in per_class], **turn)
         bx.set_ylim(0.0, 1.05)  # from 0, as every bar chart here
         bx.set_xlabel("true class")
         bx.set_title("Per class", fontsize=9)
-        bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
+        # below the whole figure: under the axes it would sit on the (rotated, named) tick labels
+        fig.legend(*bx.get_legend_handles_labels(), fontsize=7, loc="outside lower right", ncols=3)
     return _save(fig, path)
 
 
