@@ -202,6 +202,18 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         save_file(clean, str(tmp), metadata=metadata)
 
 
+def read_json_object(path: str | Path, what: str, fix: str) -> dict[str, Any]:
+    """A JSON object read from a file the project wrote (model.json, preprocess.json): never evaluated; an
+    unreadable or non-object file is one error naming the file, `what` it should be and the `fix`."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KDForgeError(f"{str(path)!r} is not valid JSON; {fix}.") from None
+    if not isinstance(record, dict):
+        raise KDForgeError(f"{str(path)!r} is not {what} (not a JSON object); {fix}.")
+    return record
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

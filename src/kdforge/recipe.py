@@ -49,7 +49,8 @@ class TrainConfig(_Strict):
                                              "passed since the last one; null: only by steps and events.")
     keep_checkpoints: int = Field(1, ge=1)
     select: Literal["last", "best"] = Field("last", description="Keep the last student, or the best on `monitor`.")
-    monitor: str = Field("val/accuracy", description="Validation metric for select=best and patience (maximised).")
+    monitor: str = Field("val/accuracy", description="Validation metric for select=best and patience "
+                         "(maximised; a name ending in loss or mse is minimised).")
     patience: int | None = Field(None, ge=1, description="Stop after N evaluations without improvement.")
     seed: int = 0
     progress: bool = True

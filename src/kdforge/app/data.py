@@ -3,14 +3,13 @@ record of its preprocessing that a run folder keeps (`preprocess.json`) for expo
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kdforge import io
 from kdforge.data import DataBundle, load_data
-from kdforge.errors import KDForgeError, RecipeError
+from kdforge.errors import RecipeError
 from kdforge.recipe import DataSpec
 from kdforge.types import DataInfo
 
@@ -48,11 +47,5 @@ def saved_preprocess(run_dir: Path, data: DataBundle | None = None) -> dict[str,
     recomputed from the same split."""
     path = run_dir / PREPROCESS_FILE
     if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise KDForgeError(f"{str(path)!r} is not valid JSON; restore it or rerun the recipe.") from None
-        if not isinstance(record, dict):
-            raise KDForgeError(f"{str(path)!r} is not a preprocessing record (a JSON object).")
-        return record
+        return io.read_json_object(path, "a preprocessing record", "restore it or rerun the recipe")
     return dict(data.preprocess) if data is not None else {}

@@ -204,12 +204,9 @@ def load_saved_model(folder: str | Path, where: str, base_dir: str | Path | None
 
 def _read_meta(path: Path, where: str) -> dict[str, Any]:
     try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise KDForgeError(f"{where}: {str(path)!r} is not valid JSON; restore the model folder.") from None
-    if not isinstance(meta, dict):
-        raise KDForgeError(f"{where}: {str(path)!r} is not a kdforge model file (not a JSON object).")
-    return meta
+        return io.read_json_object(path, "a kdforge model file", "restore the model folder")
+    except KDForgeError as exc:
+        raise KDForgeError(f"{where}: {exc}") from None
 
 
 def object_spec(model: nn.Module) -> str:
