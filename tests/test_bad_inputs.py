@@ -204,7 +204,7 @@ CASES = {
     "eval_set_too_small": _eval_set_too_small,
     "out_is_a_file": _out_is_a_file,
     "run_exists": _existing_run(),
-    "resume_other_recipe": _existing_run("--resume", _set("train.lr", 0.02)),
+    "resume_other_recipe": _existing_run("--resume", _set("teacher.train.lr", 0.02)),
     # student initialisation (tests/test_student_init.py): from_teacher and pretrain
     "from_teacher_and_pretrain": _recipe_case(
         _set("student", {"model": "from_teacher",
