@@ -18,7 +18,7 @@ def tree_command(
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
 ) -> None:
     """Distil a network into an explicit decision tree (LRH / PAC-distillation) and its baselines."""
-    from kdforge.trees.recipe import run_tree_recipe
+    from kdforge.trees.recipe import fresh_column, fresh_label, run_tree_recipe
 
     if threads is not None:
         import torch
@@ -28,7 +28,8 @@ def tree_command(
     out = Console()
     table = Table(title=f"kdforge tree: {report['name']} (teacher test accuracy "
                         f"{report['teacher']['test_accuracy']:.2%})")
-    for column in ("method", "leaves", "test fidelity", "95% lower", "fresh fidelity", "seconds"):
+    fresh = fresh_column(report["sampler"])
+    for column in ("method", "leaves", "test fidelity", "95% lower", fresh, "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, r in report["methods"].items():
         table.add_row(method, str(r["leaves"]), f"{r['test_fidelity']:.2%}", f"{r['test_fidelity_lower']:.2%}",
@@ -38,4 +39,5 @@ def tree_command(
     folder = Path(report["out_dir"]) / first
     out.print((folder / "tree.txt").read_text(), markup=False, highlight=False)
     out.print(f"The {first} tree {report['methods'][first]['statement']}.", markup=False)
+    out.print(f"{fresh}: measured {fresh_label(report['sampler']).replace('On ', 'on ', 1)}.", markup=False)
     out.print(f"Output: {report['out_dir']} (tree.txt, tree.json, tree.png, fidelity.txt per method; report.md)")

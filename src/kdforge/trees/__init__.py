@@ -1,12 +1,13 @@
 """Distil a network into an explicit decision tree (PAC-distillation), and the baselines it must beat.
 
-    from kdforge.trees import LRHTreeDistiller, SurrogateTree, TrepanTree, SoftDecisionTree, munge
+    from kdforge.trees import LRHTreeDistiller, JuntaDistiller, SurrogateTree, TrepanTree, SoftDecisionTree, munge
 
 Every estimator follows scikit-learn's classifier API; `fit(X)` takes a pool of unlabelled inputs (or a
 `sampler`) and labels them with the teacher. See docs/trees.md.
 """
 
 from kdforge.trees.dp import tree_dp
+from kdforge.trees.junta import JuntaDistiller, NotAJuntaError
 from kdforge.trees.literals import Literals, choose_literals
 from kdforge.trees.lrh import LRHTreeDistiller
 from kdforge.trees.munge import MungeSampler, munge
@@ -20,7 +21,7 @@ from kdforge.trees.tree import Tree
 from kdforge.trees.trepan import TrepanTree
 
 __all__ = [
-    "CubeSampler", "LRHTreeDistiller", "Literals", "MungeSampler", "PlantedTree", "RidgeProbes", "SoftDecisionTree",
-    "SurrogateTree", "Tree", "TrepanTree", "choose_literals", "load_tree_recipe", "munge", "random_tree",
-    "run_tree_recipe", "train_mlp", "tree_dp",
+    "CubeSampler", "JuntaDistiller", "LRHTreeDistiller", "Literals", "MungeSampler", "NotAJuntaError", "PlantedTree",
+    "RidgeProbes", "SoftDecisionTree", "SurrogateTree", "Tree", "TrepanTree", "choose_literals", "load_tree_recipe",
+    "munge", "random_tree", "run_tree_recipe", "train_mlp", "tree_dp",
 ]

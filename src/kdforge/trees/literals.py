@@ -98,12 +98,14 @@ def quantile_literals(X: np.ndarray, n_thresholds: int) -> Literals:
 
 
 def sensitivity_literals(X: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], n_thresholds: int,
-                         n_sweep: int = 200, n_grid: int = 32, rng: np.random.Generator | None = None) -> Literals:
-    """Thresholds where the teacher's label flips along one-feature sweeps (see the module docstring)."""
+                         n_sweep: int = 200, n_grid: int = 32, rng: np.random.Generator | None = None,
+                         features: np.ndarray | None = None) -> Literals:
+    """Thresholds where the teacher's label flips along one-feature sweeps (see the module docstring), for
+    every feature or only the given `features`."""
     rng = rng if rng is not None else np.random.default_rng(0)
     rows = X[rng.choice(len(X), size=min(n_sweep, len(X)), replace=False)]
-    features, thresholds = [], []
-    for j in range(X.shape[1]):
+    features_out, thresholds = [], []
+    for j in (range(X.shape[1]) if features is None else [int(f) for f in features]):
         grid = np.unique(np.quantile(X[:, j], np.linspace(0, 1, n_grid)))
         if len(grid) < 2:
             continue
@@ -120,9 +122,9 @@ def sensitivity_literals(X: np.ndarray, predict: Callable[[np.ndarray], np.ndarr
         chosen = sorted(mids[order]) if order else [float(np.median(X[:, j]))]
         if not order and len(_midpoints(X[:, j])) == 0:
             continue
-        features += [j] * len(chosen)
+        features_out += [j] * len(chosen)
         thresholds += list(chosen)
-    return Literals(np.asarray(features, dtype=np.int64), np.asarray(thresholds, dtype=np.float64))
+    return Literals(np.asarray(features_out, dtype=np.int64), np.asarray(thresholds, dtype=np.float64))
 
 
 def choose_literals(X: np.ndarray, method: str, n_thresholds: int,

@@ -29,13 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.metrics.fidelity import clopper_pearson_lower
+from kdforge.trees.junta import JuntaDistiller, NotAJuntaError
 from kdforge.trees.lrh import LRHTreeDistiller
 from kdforge.trees.soft_tree import SoftDecisionTree
 from kdforge.trees.surrogate import SurrogateTree
 from kdforge.trees.trepan import TrepanTree
 from kdforge.validation import did_you_mean
 
-METHODS = {"lrh": LRHTreeDistiller, "cart": SurrogateTree, "trepan": TrepanTree, "soft_tree": SoftDecisionTree}
+METHODS = {"lrh": LRHTreeDistiller, "junta": JuntaDistiller, "cart": SurrogateTree, "trepan": TrepanTree,
+           "soft_tree": SoftDecisionTree}
 
 
 class _Strict(BaseModel):
@@ -80,7 +82,7 @@ class TreeDistillerSpec(BaseModel):
     """`method` plus the estimator's own keyword arguments (checked against its signature)."""
 
     model_config = ConfigDict(extra="allow")
-    method: Literal["lrh", "cart", "trepan", "soft_tree"] = "lrh"
+    method: Literal["lrh", "junta", "cart", "trepan", "soft_tree"] = "lrh"
 
     @property
     def params(self) -> dict[str, Any]:
@@ -255,6 +257,8 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
         t0 = time.perf_counter()
         try:
             est.fit(x_train)
+        except NotAJuntaError as exc:  # a finding about the teacher, said with the field that chose the method
+            raise NotAJuntaError(f"recipe.distiller (method: junta): {exc}") from exc
         except KDForgeError:
             raise
         except ValueError as exc:  # a parameter value the estimator rejected
@@ -268,7 +272,7 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
                                             "held-out test samples")
         title = f"{recipe.name}: {method}, test fidelity {agree / len(x_test):.3f}"
         est.save(out / method, names, title, class_names)
-        io.write_text(out / method / "fidelity.txt", f"{_fresh_label(recipe.inputs.sampler)}: "
+        io.write_text(out / method / "fidelity.txt", f"{fresh_label(recipe.inputs.sampler)}: "
                       f"{est.fidelity_statement()}\nOn the real test split: {statement_test}\n")
         entry = {"seconds": seconds, "leaves": int(est.n_leaves_),
                  "test_fidelity": agree / len(x_test), "test_fidelity_lower": lower,
@@ -280,6 +284,10 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
             entry.update(probes=est.n_probes_, exhaustive=est.n_exhaustive_, depth=est.depth_,
                          literals=len(est.literals_), train_agreement=est.train_agreement_,
                          lrh_diagnostic=est.lrh_diagnostic_)
+        if method == "junta":
+            entry.update(relevant=[names[i] if names else f"x[{i}]" for i in est.relevant_.tolist()],
+                         influence=[float(est.influence_[i]) for i in est.relevant_], threshold=est.threshold_,
+                         junta_error=est.junta_error_, queries=est.n_queries_)
         report["methods"][method] = entry
     io.write_json(out / "report.json", report)
     io.write_text(out / "report.md", _markdown(report))
@@ -287,7 +295,12 @@ def run_tree_recipe(path: str | Path, out_dir: str | Path | None = None, overwri
     return report
 
 
-def _fresh_label(sampler: str) -> str:
+def fresh_column(sampler: str) -> str:
+    """The name of the 'fresh' fidelity column, saying which inputs it is measured on."""
+    return "MUNGE fidelity" if sampler == "munge" else "pool fidelity"
+
+
+def fresh_label(sampler: str) -> str:
     """Which distribution the 'fresh' bound is about: MUNGE's synthetic inputs are not the real distribution."""
     if sampler == "munge":
         return "On fresh MUNGE samples (synthetic inputs made from the training split; a bound about MUNGE's " \
@@ -305,9 +318,11 @@ def _markdown(report: dict[str, Any]) -> str:
              f"fresh inputs from {report['sampler']}"
              + (f"; classes: {', '.join(f'{i} = {c}' for i, c in enumerate(report['class_names']))}"
                 if report.get("class_names") else "") + ".", "",
-             f"'fresh' columns: {_fresh_label(report['sampler']).removeprefix('On ')}; 'test' columns: the real "
+             f"'{fresh_column(report['sampler'])}' columns: {fresh_label(report['sampler']).removeprefix('On ')}; "
+             "'test' columns: the real "
              "held-out rows.", "",
-             "| method | leaves | test fidelity | 95% lower | fresh fidelity | 95% lower | test accuracy | seconds |",
+             f"| method | leaves | test fidelity | 95% lower | {fresh_column(report['sampler'])} | 95% lower | "
+             "test accuracy | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for m, r in report["methods"].items():
         lines.append(f"| {m} | {r['leaves']} | {r['test_fidelity']:.4f} | {r['test_fidelity_lower']:.4f} | "
@@ -316,6 +331,10 @@ def _markdown(report: dict[str, Any]) -> str:
     first = next(iter(report["methods"]))
     lines += ["", f"{first}: the tree {report['methods'][first]['statement']}.", ""]
     for m, r in report["methods"].items():
+        if "relevant" in r:
+            lines += [f"### {m}", "", f"Relevant inputs (influence >= {r['threshold']:.4g}): " + (", ".join(
+                f"{name} ({inf:.3f})" for name, inf in zip(r["relevant"], r["influence"], strict=True)) or "none")
+                + f"; the tree disagrees with the teacher on {r['junta_error']:.2%} of its fitting queries.", ""]
         if "lrh_diagnostic" in r:
             lines += [f"### {m}", "", *lrh_diagnostic_lines(r["lrh_diagnostic"]), ""]
     return "\n".join(lines)

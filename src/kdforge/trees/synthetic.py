@@ -82,6 +82,34 @@ def random_tree(n_features: int, depth: int, family: str, rng: np.random.Generat
     return PlantedTree(n_features, depth, variables, labels.astype(np.int64))
 
 
+@dataclass(frozen=True)
+class PlantedJunta:
+    """A k-junta on {-1,+1}^n: the label is a truth table over the coordinates `relevant` (in that order; bit j of
+    the table index is x[relevant[j]] > 0), for the junta distiller's tests and benchmark."""
+
+    n_features: int
+    relevant: np.ndarray
+    table: np.ndarray  # (2^k,) class ids
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        bits = (np.asarray(X)[:, self.relevant] > 0).astype(np.int64)
+        return self.table[bits @ (1 << np.arange(len(self.relevant)))]
+
+
+def random_junta(n_features: int, k: int, rng: np.random.Generator | int | None = None) -> PlantedJunta:
+    """k distinct random coordinates and a random balanced truth table that depends on every one of them."""
+    if not 1 <= k <= n_features:
+        raise ValueError(f"random_junta: k must be in 1..n_features; got k={k}, n_features={n_features}.")
+    rng = np.random.default_rng(rng)
+    relevant = rng.choice(n_features, size=k, replace=False)
+    index = np.arange(2**k)
+    while True:
+        table = rng.permutation(np.repeat([0, 1], 2 ** (k - 1))) if k > 1 else np.array([0, 1])
+        # coordinate j matters iff flipping bit j changes some entry of the table
+        if all(np.any(table != table[index ^ (1 << j)]) for j in range(k)):
+            return PlantedJunta(n_features, relevant, table.astype(np.int64))
+
+
 def uniform_cube(n_samples: int, n_features: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
     """(n_samples, n_features) float32 entries uniform on {-1, +1}."""
     rng = np.random.default_rng(rng)
