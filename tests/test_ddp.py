@@ -106,7 +106,7 @@ def test_accelerate_example_config_loads():
 
 
 def test_sharded_training_is_refused_up_front(tmp_path, monkeypatch):
-    """FSDP/DeepSpeed would hang at the first checkpoint (whole weights read on rank 0): a clear error instead."""
+    """DeepSpeed owns the model, loop and checkpoints: a clear error up front (FSDP2: tests/train/test_fsdp.py)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
@@ -114,7 +114,7 @@ def test_sharded_training_is_refused_up_front(tmp_path, monkeypatch):
     from kdforge.train.loop import fit
     from tests.train.test_loop import make_job
 
-    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
-    with pytest.raises(TrainingError, match="FSDP, which kdforge's training loop does not support yet.*ddp.yaml"):
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.DEEPSPEED))
+    with pytest.raises(TrainingError, match="DEEPSPEED, which kdforge's training loop does not support.*ddp.yaml"):
         fit(make_job(tmp_path, total_steps=2), Accelerator())
     assert not (tmp_path / "checkpoints").exists()

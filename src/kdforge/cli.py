@@ -436,6 +436,24 @@ def cache(
               markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def doctor(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file of a language-model distillation.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a value: key.path=value.")] = None,
+) -> None:
+    """Compare the teacher's and the student's tokenizers and chat templates: which distillation applies (identical,
+    padded, superset, foreign vocabulary) and what to fix. Exit 0 when fine, 2 with one line per problem."""
+    from kdforge.app.doctor import diagnose
+    from kdforge.recipe import load_recipe
+
+    result = diagnose(load_recipe(recipe, overrides=list(overrides or [])))
+    for finding in result.findings:
+        prefix = "" if finding.level == "info" else f"{finding.level}: "
+        out.print(f"{prefix}{finding.message}", markup=False, highlight=False, soft_wrap=True)
+    if result.problems:
+        raise typer.Exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2."""
     try:

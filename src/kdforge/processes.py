@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+
+if TYPE_CHECKING:  # accelerate is imported when a process layout is asked for: resolving the API need not pay it
+    from accelerate import Accelerator, PartialState
 
 
 def seed_everything(seed: int) -> None:
@@ -34,10 +37,14 @@ def launched_on_cpu_only() -> bool:
 
 def process_state() -> PartialState:
     """The process layout (rank, world size), initialised the way `make_accelerator` needs it."""
+    from accelerate import PartialState
+
     return PartialState(cpu=launched_on_cpu_only())
 
 
 def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
     """One Accelerator for the run; device and process layout come from `accelerate launch` or `torchrun`
     (CPU by default; several CPU processes use gloo)."""
+    from accelerate import Accelerator
+
     return Accelerator(mixed_precision=mixed_precision, cpu=launched_on_cpu_only())

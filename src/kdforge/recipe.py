@@ -58,6 +58,10 @@ class TrainConfig(_Strict):
         "stop", description="A NaN/inf loss stops the run (naming step, term and last checkpoint), or the step is "
         "skipped (no update) and counted.")
     max_nonfinite: int = Field(10, ge=1, description="nonfinite: skip stops the run after this many skipped steps.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute the student's repeated blocks (transformer layers) in the backward pass "
+        "instead of storing their activations: less memory, about one more forward per step. Any layout (one "
+        "process, DDP, FSDP); a student without repeated blocks is refused.")
 
 
 class ModelSpec(_Strict):
@@ -67,7 +71,13 @@ class ModelSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
     path: str | None = Field(None, description="A model folder kdforge saved (model.json + model.safetensors).")
     checkpoint: str | None = Field(None, description="Weights for `model`: .safetensors, or .pt/.bin (weights only).")
-    inputs: list[str] = Field(default_factory=lambda: ["x"], description="Batch keys passed to forward().")
+    inputs: list[str] | dict[str, str] = Field(
+        default_factory=lambda: ["x"], description="Batch keys passed to forward(), or {forward argument: batch "
+        "key} when the model reads keys under other names (a cross-tokenizer teacher: {input_ids: "
+        "teacher_input_ids, attention_mask: teacher_attention_mask}).")
+    tokenizer: str | None = Field(None, description="Language models: hf:<folder> of this model's tokenizer, which "
+                                  "kdforge doctor compares (default: the hf: model folder when it holds one, else "
+                                  "data.args.tokenizer).")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -85,8 +95,19 @@ class CacheSpec(_Strict):
     """
 
     dir: str = Field(description="Folder of the teacher-output store (relative to the recipe file).")
-    logits: Literal["full", "topk"] | None = Field(None, description="Full logits, or the top-k per row.")
-    k: int | None = Field(None, ge=1, description="topk: entries kept per row (default 64).")
+    logits: Literal["full", "topk", "sampled", "topk_tail"] | None = Field(
+        None, description="Full logits, the top-k per row, sampled tokens with counts (random-sampling KD), or "
+                          "top-k log-probabilities + the exact tail mass (docs/cache.md).")
+    k: int | None = Field(None, ge=1, description="topk, topk_tail: entries kept per row (default 64; 32 for "
+                          "topk_tail).")
+    samples: int | None = Field(None, ge=1, le=255, description="sampled: draws per position (default 12).")
+    proposal_temperature: float | None = Field(None, gt=0, description="sampled: draw from the teacher at this "
+                                               "temperature (default 1; importance-weighted otherwise).")
+    seed: int | None = Field(None, ge=0, description="sampled: the draws' seed (default 0).")
+    values: Literal["float16", "uint16", "uint8"] | None = Field(
+        None, description="topk_tail: log-probability codes (default uint16).")
+    indices: Literal["packed", "plain"] | None = Field(
+        None, description="sampled, topk_tail: token ids bit-packed (ceil(log2 V) bits; default) or int16/int32.")
     dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         None, description="Stored values (default float32 for full logits, float16 for top-k).")
     features: list[str] | None = Field(None, description="Teacher taps to store (default: every taps.teacher).")
@@ -114,6 +135,19 @@ class TeacherSpec(ModelSpec):
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
+        if self.cache is not None and isinstance(self.inputs, dict):
+            raise ValueError("a teacher that reads renamed keys (inputs as a mapping: a cross-tokenizer teacher) "
+                             "runs online; the cache stores outputs by input keys. Remove 'cache'")
+        if (self.model or "").startswith("served:"):  # a teacher behind an inference server (docs/cache.md)
+            if self.cache is None:
+                raise ValueError("a served teacher (served:URL) answers over HTTP and cannot run inside the training "
+                                 "step; add 'cache: DIR': its log-probabilities are stored once, students read them")
+            if self.train is not None or self.checkpoint is not None or self.online:
+                raise ValueError("a served teacher (served:URL) keeps its weights on the server; drop 'train', "
+                                 "'checkpoint' and 'online'")
+            if self.cache.logits not in (None, "topk"):
+                raise ValueError("a served teacher gives its top-k log-probabilities: set cache.logits: topk (not "
+                                 f"{self.cache.logits!r})")
         if self.cache is not None and self.members is None and self.model is None and self.path is None:
             if self.checkpoint is not None or self.train is not None:
                 raise ValueError("'checkpoint' and 'train' need 'model'; a cache alone gives 'cache' only")

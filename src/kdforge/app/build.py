@@ -27,6 +27,7 @@ from kdforge.app.rundir import save_summary
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
 from kdforge.evaluate import validator
+from kdforge.llm.cross_data import is_paired
 from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.losses.base import DistillLoss, WeightedSum
 from kdforge.losses.ce import CELoss
@@ -158,6 +159,10 @@ def build(recipe: Recipe, *, student: nn.Module, teacher: nn.Module, data: DataB
     """
     cfg = recipe.train.model_copy(update={"seed": seed})
     loss = build_loss(recipe.losses, given.losses)
+    mapping = getattr(data, "vocab_map", None)  # cross-tokenizer data: the shared tokens of both vocabularies
+    for term in loss.terms.values():
+        if mapping is not None and hasattr(term, "set_vocab_map") and term.vocab_map is None:
+            term.set_vocab_map(mapping)
     if recipe.teacher.online and any(loss.required_taps()):
         raise RecipeError(
             "recipe.losses: mutual learning (teacher.online) applies every term in both directions, so only "
@@ -175,6 +180,8 @@ def build(recipe: Recipe, *, student: nn.Module, teacher: nn.Module, data: DataB
         evaluated_against = teacher
     validate = None
     if data.val is not None:
+        if is_paired(data.val):  # the teacher predicts other tokens: no agreement to measure
+            teacher_val = None
         validate = validator(data.val, recipe.student.inputs, teacher_val, recipe.eval.batch_size)
     else:
         cfg = cfg.model_copy(update={"select": "last", "patience": None})

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from kdforge.cache.hashing import teacher_fingerprint
+from kdforge.cache.hashing import teacher_fingerprint, tokenizer_fingerprint
 from kdforge.cache.store import (
     CacheError,
     CacheSettings,
@@ -31,10 +32,11 @@ from kdforge.cache.teacher import CachedTeacher, ReplayTeacher
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
 from kdforge.io import DISK_ERRNOS, os_error
+from kdforge.llm.served import SERVED_PREFIX, ServedSettings, ServedTeacher
 from kdforge.models import count_params
 from kdforge.processes import process_state
 from kdforge.recipe import CacheSpec, Recipe
-from kdforge.types import TensorData
+from kdforge.types import IGNORE_INDEX, TensorData
 from kdforge.version import __version__
 
 logger = logging.getLogger("kdforge")
@@ -56,7 +58,8 @@ class CacheInfo:
 def fingerprint_teacher(teacher: nn.Module) -> str:
     """`teacher_fingerprint`, computed once per teacher object (a frozen teacher does not change)."""
     if teacher not in _TEACHER_FINGERPRINTS:
-        _TEACHER_FINGERPRINTS[teacher] = teacher_fingerprint(teacher)
+        served = isinstance(teacher, ServedTeacher)  # no weights here: its server, model and N stand for them
+        _TEACHER_FINGERPRINTS[teacher] = teacher.fingerprint() if served else teacher_fingerprint(teacher)
     return _TEACHER_FINGERPRINTS[teacher]
 
 
@@ -74,10 +77,69 @@ def cache_spec(recipe: Recipe, directory: str | Path | None = None) -> tuple[Cac
 
 def build_settings(spec: CacheSpec, recipe: Recipe) -> CacheSettings:
     """Settings for a new store: unset values take their defaults."""
-    logits = spec.logits or "full"
+    served = (recipe.teacher.model or "").startswith(SERVED_PREFIX)  # it gives top-k log-probs: stored as topk
+    logits = spec.logits or ("topk" if served else "full")
     dtype = spec.dtype or ("float32" if logits == "full" else "float16")
     features = tuple(spec.features) if spec.features is not None else tuple(recipe.taps.teacher)
-    return CacheSettings(logits=logits, k=spec.k or 64, dtype=dtype, features=features)
+    stated = {key: getattr(spec, key) for key in _FORMAT_KEYS if getattr(spec, key) is not None}
+    if logits == "topk_tail":
+        stated.setdefault("k", TOPK_TAIL_K)
+    if served:
+        top = recipe.teacher.args.get("top_logprobs", ServedSettings.top_logprobs)
+        if stated.setdefault("k", top) != top:
+            raise RecipeError(f"recipe.teacher.cache.k: a served teacher stores its top_logprobs ({top}) entries per "
+                              f"position; remove k or set k: {top}.")
+    for key in stated:  # k with full logits is ignored, as it always was
+        if key != "k" and key not in CacheSettings(logits=logits).as_dict():
+            raise RecipeError(f"recipe.teacher.cache.{key}: does not apply to logits: {logits} (it is a setting of "
+                              f"{', '.join(_APPLIES[key])}); remove it.")
+    return CacheSettings(**{"logits": logits, "k": 64, "dtype": dtype, "features": features, **stated})
+
+
+_FORMAT_KEYS = ("k", "samples", "proposal_temperature", "seed", "values", "indices")
+_APPLIES = {"k": ("topk", "topk_tail"), "samples": ("sampled",), "proposal_temperature": ("sampled",),
+            "seed": ("sampled",), "values": ("topk_tail",), "indices": ("sampled", "topk_tail")}
+TOPK_TAIL_K = 32  # benchmarks/results/cache_formats.md
+ALIGNMENTS = {"next": "labels[t] = input_ids[t+1]", "same": "labels[t] = input_ids[t]"}  # kdforge.llm.rows: next
+
+
+def alignment_of(data: TensorData, rows: int = 1024) -> str | None:
+    """How labels sit against input ids in `data`'s language-model rows, read from the rows themselves (the
+    first `rows`): kdforge's causal-LM rows (`kdforge.llm.rows.lm_rows`) have labels[t] = input_ids[t+1];
+    a dataset made with the model-shifts-labels convention has labels[t] = input_ids[t]. None when the data
+    has no (N, T) labels beside input_ids (not a language model), "other" when neither holds."""
+    ids, labels = data.tensors.get("input_ids"), data.tensors.get("labels")
+    if ids is None or labels is None or labels.dim() != 2 or labels.shape != ids.shape:
+        return None
+    ids, labels = ids[:rows], labels[:rows]
+    counted = labels != IGNORE_INDEX
+    if not bool(counted.any()):
+        return None
+    if not bool(counted[:, -1].any()) and torch.equal(labels[:, :-1][counted[:, :-1]], ids[:, 1:][counted[:, :-1]]):
+        return ALIGNMENTS["next"]
+    if torch.equal(labels[counted], ids[counted]):
+        return ALIGNMENTS["same"]
+    return "other"
+
+
+def text_record(data: DataBundle) -> dict[str, str | None]:
+    """What a cache records of the data's text side: the tokenizer's hash and the position alignment."""
+    tokenizer = getattr(data, "tokenizer", None)
+    return {"tokenizer": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+            "alignment": alignment_of(data.teacher_train)}
+
+
+def _check_text(store: CacheStore, data: DataBundle) -> None:
+    """A store built with another tokenizer or another label alignment is refused (stores from before this
+    record existed, and data without a tokenizer, are not checked)."""
+    have, want = store.manifest.get("text") or {}, text_record(data)
+    for key, field, what in (("tokenizer", "recipe.data", "tokenizer"),
+                             ("alignment", "recipe.data", "position alignment")):
+        if have.get(key) and want[key] and have[key] != want[key]:
+            shown = (lambda v: v[:12]) if key == "tokenizer" else (lambda v: repr(v))
+            raise CacheError(f"{field}: the teacher cache in {str(store.directory)!r} was built with another {what} "
+                             f"({shown(have[key])}, this data's is {shown(want[key])}); rebuild it with "
+                             "`kdforge cache RECIPE --overwrite`.")
 
 
 def cache_splits(data: DataBundle) -> dict[str, TensorData]:
@@ -92,7 +154,7 @@ def _check_settings(store: CacheStore, spec: CacheSpec, recipe: Recipe) -> None:
     """Settings the recipe states must match the store; unset ones accept whatever it holds."""
     have = store.settings
     _check_stated(have, spec, store.directory, "Remove the setting to use it as it is, or rebuild")
-    if spec.k is not None and have.logits == "topk" and spec.k != have.k:
+    if spec.k is not None and have.logits in ("topk", "topk_tail") and spec.k != have.k:
         raise CacheError(f"recipe.teacher.cache.k: the cache in {str(store.directory)!r} keeps k={have.k}, not "
                          f"{spec.k}. Remove k to use it, or rebuild it with `kdforge cache RECIPE --overwrite`.")
     paths = store.manifest.get("taps", {})
@@ -115,6 +177,8 @@ def open_store(recipe: Recipe, data: DataBundle | None, teacher: nn.Module | Non
         expected["teacher"] = fingerprint_teacher(teacher)
     if data is not None:
         expected["data"] = fingerprint_splits(cache_splits(data), recipe.teacher.inputs)
+    if data is not None:  # first: another tokenizer also changes the data, and is the more precise cause
+        _check_text(store, data)
     store.check(expected)
     _check_settings(store, spec, recipe)
     return store
@@ -125,14 +189,19 @@ def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory
     """Use the recipe's store if it matches; build (or finish building) it when it is missing; rebuild it all
     with `overwrite`; with `repair` (`kdforge cache`), rebuild only the splits whose files are damaged.
 
-    Only the main process writes; with several processes the others wait and then read the same store.
+    With several processes a store to build (or to finish) is built by all of them, each computing and writing
+    its own rows (`write_cache`'s shards); an existing store is checked, and repaired, by the main process
+    while the others wait. Then every process reads the same store.
     """
     spec, path = cache_spec(recipe, directory)
-    state = process_state()  # under torchrun on CPU too: one builder, the others wait
+    state = process_state()  # under torchrun on CPU too
     status = "up to date"
-    if state.is_main_process:
+    # no process can write the manifest before all of them have entered the build, so they all see the same
+    shared = state.num_processes > 1 and (overwrite or not (path / "manifest.json").is_file())
+    if state.is_main_process or shared:
         try:
-            status = _build(recipe, spec, path, data, teacher, overwrite, repair)
+            shards = ((state.process_index, state.num_processes, state.wait_for_everyone) if shared else (0, 1, None))
+            status = _build(recipe, spec, path, data, teacher, overwrite, repair, shards)
         except OSError as exc:  # a full or failing disk: the half-built store is of no use, and takes space
             shutil.rmtree(partial_dir(path), ignore_errors=True)
             shutil.rmtree(path.parent / f".{path.name}.repair", ignore_errors=True)
@@ -145,7 +214,8 @@ def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory
 
 
 def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teacher: nn.Module,
-           overwrite: bool, repair: bool = False) -> str:
+           overwrite: bool, repair: bool = False, shards: tuple[int, int, Any] = (0, 1, None)) -> str:
+    """Build, finish, check or repair the store; `shards` is (rank, world size, barrier) for `write_cache`."""
     settings = build_settings(spec, recipe)
     device = next(teacher.parameters()).device if any(True for _ in teacher.parameters()) else "cpu"
     if (path / "manifest.json").is_file() and not overwrite:
@@ -159,7 +229,9 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
                     "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
     teacher_spec = recipe.teacher
     extra: dict[str, Any] = {
-        "teacher": {"params": count_params(teacher), "model": teacher_spec.model or teacher_spec.path},
+        "teacher": {"params": count_params(teacher), "model": teacher_spec.model or teacher_spec.path,
+                    **({"server": teacher.settings.identity()} if isinstance(teacher, ServedTeacher) else {})},
+        "text": text_record(data),
         "recipe": recipe.name, "kdforge": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     started = time.perf_counter()
@@ -169,7 +241,7 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
     status = write_cache(
         teacher, cache_splits(data), path, settings, fingerprints, recipe.teacher.inputs, recipe.taps.teacher,
         batch_size=recipe.eval.batch_size, chunk_rows=spec.chunk_rows, overwrite=overwrite, device=device,
-        max_batch_tokens=spec.max_batch_tokens, extra=extra,
+        max_batch_tokens=spec.max_batch_tokens, extra=extra, rank=shards[0], world=shards[1], barrier=shards[2],
         on_chunk=lambda split, done, total: logger.debug("cache: %s %d/%d", split, done, total))
     logger.info("cache: %s in %.2f s", status, time.perf_counter() - started)
     return status
@@ -197,8 +269,10 @@ def _repair(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teach
 
 
 def _check_stated(have: CacheSettings, spec: CacheSpec, path: Path, fix: str) -> None:
-    """`logits` and `dtype` the recipe states must be the store's (`fix` starts the advice)."""
-    for key in ("logits", "dtype"):
+    """`logits`, `dtype` and the format's own settings (samples, values, ...) the recipe states must be the
+    store's (`fix` starts the advice)."""
+    own = [key for key in ("samples", "proposal_temperature", "seed", "values", "indices") if key in have.as_dict()]
+    for key in ("logits", "dtype", *own):
         wanted = getattr(spec, key)
         if wanted is not None and wanted != getattr(have, key):
             raise CacheError(f"recipe.teacher.cache.{key}: the cache in {str(path)!r} holds {key}="

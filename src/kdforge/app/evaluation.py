@@ -8,16 +8,21 @@ import copy
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from kdforge import io
 from kdforge.app.rundir import ModelResult, train_summary
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits
+from kdforge.llm.cross_data import is_paired
+from kdforge.losses.base import Targets
+from kdforge.losses.uld import span_end_positions
 from kdforge.metrics.embedding import embedding_fidelity
+from kdforge.metrics.task import bits_per_byte, token_nll
 from kdforge.models import count_params, load_state_into
 from kdforge.recipe import Recipe
+from kdforge.types import TensorData
 
 
 def test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle, labels: torch.Tensor | None,
@@ -28,19 +33,55 @@ def test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBun
         return _embedding_test_result(model, folder, inputs, data, teacher_test, seconds)
     logits = predict_logits(model, data.test, inputs)
     flat = positions(data.test)  # token tasks: accuracy and agreement count the same positions
+    if is_paired(data.test):  # another tokenizer: agree at the aligned span ends, through the shared tokens
+        def flat_pair(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            s_ends, t_ends = span_end_logits(s, t, data.test, getattr(data, "vocab_map", None))
+            return t_ends, s_ends
+    else:
+        def flat_pair(t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return flat(t), flat(s)
     metrics = {**accuracy_summary(labels, logits, confidence),
-               **agreement_summary(flat(teacher_test), flat(logits), confidence),
+               **agreement_summary(*flat_pair(teacher_test, logits), confidence),
+               **lm_bits_per_byte(logits, labels, data.test),
                "params": count_params(model), "wall_seconds": seconds, **train_summary(folder)}
     last = last_step_model(model, folder)
     if last is not None:  # `select: best` kept an earlier step: report the last step's figures beside it
         last_logits = predict_logits(last, data.test, inputs)
         metrics["accuracy_last"] = accuracy_summary(labels, last_logits, confidence)["accuracy"]
-        metrics["agreement_last"] = agreement_summary(flat(teacher_test), flat(last_logits), confidence)["agreement"]
+        metrics["agreement_last"] = agreement_summary(*flat_pair(teacher_test, last_logits), confidence)["agreement"]
     io.write_json(folder / "test_metrics.json", metrics)
     return ModelResult(model, folder, metrics)
 
 
 test_result.__test__ = False  # a library function, not a pytest test
+
+
+def span_end_logits(student_logits: Tensor, teacher_logits: Tensor, data: TensorData,
+                    mapping: Tensor) -> tuple[Tensor, Tensor]:
+    """(student, teacher) logits at every aligned span end of `data`, both over the student's vocabulary: the
+    teacher's mapped tokens keep their logits, the student tokens no teacher token maps to get -inf. Top-1
+    agreement on these compares the two models' next-token choices on the text both predict (reports)."""
+    if mapping is None:
+        raise RecipeError("recipe.data: rows paired across tokenizers but no vocabulary mapping came with them; "
+                          "pair them with text:stdlib_lm's teacher_tokenizer (it attaches the mapping).")
+    targets = Targets(labels=data.tensors["labels"], mask=data.tensors.get("mask"), batch=data.tensors)
+    s_idx, t_idx = span_end_positions(targets, student_logits.shape[:2], teacher_logits.shape[:2], "agreement")
+    s = student_logits.flatten(0, 1)[s_idx]
+    t = teacher_logits.flatten(0, 1)[t_idx]
+    mapped = (mapping >= 0).nonzero().flatten()
+    projected = torch.full_like(s, float("-inf"))
+    projected[:, mapping[mapped]] = t[:, mapped].to(s.dtype)
+    return s, projected
+
+
+def lm_bits_per_byte(logits: torch.Tensor, labels: torch.Tensor, test: TensorData) -> dict[str, float]:
+    """{"bits_per_byte": ...} of a causal LM on the test text when the rows record the bytes they cover
+    (`text_bytes`, text:stdlib_lm): tokenizer-independent, so a cross-tokenizer student compares with its
+    teacher. Empty for other data."""
+    if "text_bytes" not in test.tensors or logits.dim() != 3:
+        return {}
+    nll, _ = token_nll(labels, logits)
+    return {"bits_per_byte": bits_per_byte(nll, int(test.tensors["text_bytes"].sum()))}
 
 
 def _embedding_test_result(model: nn.Module, folder: Path, inputs: list[str], data: DataBundle,

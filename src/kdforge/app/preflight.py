@@ -4,14 +4,20 @@ every mistake a recipe (or a Python call) can make shows up as one line before a
 from __future__ import annotations
 
 import itertools
+import logging
 
 import torch
 
 from kdforge.cache.teacher import CachedTeacher
+from kdforge.data import DataBundle
+from kdforge.data.tensors import PaddedRows
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
+from kdforge.llm.positions import check_alignment
 from kdforge.llm.vocab import check_vocabularies
+from kdforge.losses.fused_linear import fused_refusal
 from kdforge.losses.sparse import topk_refusal
 from kdforge.models.forward import call_model, logits_of
+from kdforge.recipe import Recipe
 from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
 from kdforge.train.mutual import MutualModule
 from kdforge.train.schedule import TermSchedule
@@ -19,16 +25,20 @@ from kdforge.types import IGNORE_INDEX, TensorData
 
 
 def _check_sparse(module: DistillModule | MutualModule, teacher: CachedTeacher) -> None:
-    """A top-k cache is read sparsely (no dense teacher logits): every term must be able to, with its options."""
+    """A top-k, sampled or top-k + tail cache is read sparsely (no dense teacher logits): every term must be able
+    to, with its options."""
+    kind = teacher.store.settings.logits
+    held = {"topk": "top-k logits", "sampled": "sampled tokens", "topk_tail": "top-k log-probabilities + tail mass"}
     for name, term in module.loss.terms.items():
-        reason = topk_refusal(term)
-        if reason is None and getattr(term, "tail", teacher.tail) != teacher.tail:
+        reason = topk_refusal(term, kind)
+        if kind == "topk" and reason is None and getattr(term, "tail", teacher.tail) != teacher.tail:
             reason = (f"its tail={term.tail!r} differs from the cache's teacher.cache.tail={teacher.tail!r}, "
                       "which rebuilds the teacher")
         if reason is not None:
             raise RecipeError(
-                f"recipe.losses ({name}): the teacher cache holds top-k logits, and {reason}. Use kd or token_kd "
-                "(forward_kl) with it, or a full-logit cache (teacher.cache.logits: full), or the online teacher."
+                f"recipe.losses ({name}): the teacher cache holds {held.get(kind, kind)}, and {reason}. Use kd or "
+                "token_kd (forward_kl) with it, or a full-logit cache (teacher.cache.logits: full), or the online "
+                "teacher."
             )
 
 
@@ -63,6 +73,9 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
     _check_devices(module, teacher)
     if isinstance(teacher, CachedTeacher) and teacher.sparse:
         _check_sparse(module, teacher)
+    fused = fused_refusal(module.loss.terms, mutual=isinstance(module, MutualModule))
+    if fused is not None:
+        raise RecipeError(f"recipe.losses: {fused}.")
     batch = data[slice(0, batch_size)]
     device = next(module.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -77,6 +90,8 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
                 teacher_outputs = teacher(batch)
                 if isinstance(teacher, OnlineTeacher):
                     teacher.capture.check_fired()
+                # an off-by-one teacher trains towards the wrong token, silently
+                check_alignment(teacher_outputs.logits, batch.get("labels"), "recipe.teacher")
             _check_labels(batch, module)
             if isinstance(module, DistillModule):
                 student_outputs = module._student_outputs(batch)
@@ -108,6 +123,21 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
     if teacher is not None:
         shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})
     return shapes
+
+
+def check_lm_recipe(recipe: Recipe, data: DataBundle) -> None:
+    """Language-model recipes, before any model is trained: `kdforge doctor`'s tokenizer and template checks
+    (`kdforge.app.doctor`; an error refuses the run, a warning is logged), and a teacher cache (rows of seq_len
+    columns) never meets batches cut to their longest row (`PaddedRows`)."""
+    from kdforge.app.doctor import check_recipe, is_lm_recipe
+
+    if not is_lm_recipe(recipe):
+        return
+    if recipe.teacher.cache is not None and isinstance(data.student_train, PaddedRows):
+        raise RecipeError("recipe.data.args.packing: a teacher cache holds rows of seq_len tokens, but without "
+                          "packing each batch is cut to its longest row; set packing: true to train from the cache.")
+    tokenizer = getattr(data.tokenizer, "backend", None) if recipe.data.source.startswith("text:") else None
+    check_recipe(recipe, tokenizer, logging.getLogger("kdforge"))
 
 
 def _check_devices(module: DistillModule | MutualModule, teacher: object) -> None:

@@ -18,8 +18,9 @@ from kdforge import io
 from kdforge.app.build import build
 from kdforge.app.data import load_recipe_data, save_preprocess
 from kdforge.app.early import check_before_teacher
-from kdforge.app.evaluation import check_label_free, test_result
+from kdforge.app.evaluation import check_label_free, lm_bits_per_byte, test_result
 from kdforge.app.given import NOTHING, Given
+from kdforge.app.preflight import check_lm_recipe
 from kdforge.app.rundir import ModelResult, RunResult, environment, prepare_run_dir, save_summary, save_tokenizer
 from kdforge.app.student import build_student, train_scratch
 from kdforge.app.teacher import model_from_spec, run_teacher
@@ -51,6 +52,7 @@ def _run_recipe(recipe: Recipe, out_dir: str | Path | None, resume: bool, overwr
     data = given.data if given.data is not None else load_recipe_data(recipe.data, recipe.base_dir)
     save_tokenizer(data.tokenizer, out, logger)
     save_preprocess(data, out)
+    check_lm_recipe(recipe, data)  # language models: kdforge doctor's checks (errors refuse, warnings log)
     label_free = is_label_free(data.test)
     if label_free:
         check_label_free(recipe, data)
@@ -90,7 +92,10 @@ def _run_recipe(recipe: Recipe, out_dir: str | Path | None, resume: bool, overwr
             scratch[seed] = test_result(model, seed_dir / "scratch", recipe.student.inputs, data, labels,
                                         seed_teacher_test, confidence, time.perf_counter() - t0)
     teacher = report_teacher
-    quality = {"dim": teacher_test.shape[1]} if labels is None else accuracy_summary(labels, teacher_test, confidence)
+    teacher_labels = data.test.tensors.get("teacher_labels", labels)  # a cross-tokenizer teacher: its own tokens
+    quality = {"dim": teacher_test.shape[1]} if labels is None else {
+        **accuracy_summary(teacher_labels, teacher_test, confidence),
+        **lm_bits_per_byte(teacher_test, teacher_labels, data.test)}
     teacher_metrics = {**quality, "params": count_params(teacher), "seconds": teacher_seconds}
     report = write_report(out, recipe, data, teacher_metrics, students, scratch, environment(), teacher_model=teacher)
     return RunResult(out, report, teacher, students, scratch)

@@ -16,7 +16,6 @@ from importlib.metadata import version as _installed_version
 from pathlib import Path
 from typing import Any
 
-import accelerate
 import numpy
 import torch
 import yaml
@@ -173,7 +172,7 @@ def environment() -> dict[str, Any]:
     """Versions and machine facts the report prints, so a reader knows what produced the numbers."""
     return {
         "kdforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-        "torch": torch.__version__, "accelerate": accelerate.__version__, "numpy": numpy.__version__,
+        "torch": torch.__version__, "accelerate": _installed_version("accelerate"), "numpy": numpy.__version__,
         "scikit-learn": _installed_version("scikit-learn"), "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(), "world_size": process_state().num_processes,
     }

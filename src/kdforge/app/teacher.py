@@ -3,6 +3,7 @@ learning) the peer's starting point; with `teacher.cache`, its outputs stored on
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from kdforge.data import DataBundle
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import py_refs, vouch
 from kdforge.io import load_weights_file
+from kdforge.llm.cross_data import is_paired, teacher_view
+from kdforge.llm.served import SERVED_PREFIX, ServedTeacher, served_teacher
 from kdforge.models import build_model, load_saved_model, load_state_into, load_weights, object_spec, save_model
 from kdforge.models.ensemble import EnsembleTeacher
 from kdforge.models.hf import config_spec
@@ -32,6 +35,10 @@ def model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: st
     if spec.path is not None:
         model, meta = load_saved_model(recipe.resolve_path(spec.path), where, recipe.base_dir)
         return model, meta["model"], meta["args"]
+    if isinstance(spec, TeacherSpec) and spec.model.startswith(SERVED_PREFIX):  # behind a server: builds the cache
+        url = spec.model.removeprefix(SERVED_PREFIX)
+        tokenizer = getattr(getattr(data, "tokenizer", None), "backend", None)  # checked against the server's
+        return served_teacher(url, spec.args, f"{where}.args", tokenizer), spec.model, spec.args
     model, args = build_model(spec.model, spec.args, data.info, where, recipe.base_dir)
     if spec.checkpoint is not None:
         path = recipe.resolve_path(spec.checkpoint)
@@ -74,10 +81,21 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
         teacher, model_spec, args = given.teacher, object_spec(given.teacher), {}
     else:
         teacher, model_spec, args = model_from_spec(spec, recipe, data, where)
-    plain_training(teacher, spec.inputs, data, spec.train, data.teacher_train, folder, recipe.eval.batch_size,
+    inputs, own = spec.inputs, data
+    if isinstance(spec.inputs, dict) and is_paired(data.teacher_train):  # cross-tokenizer rows: its own tokens
+        inputs, own = list(spec.inputs), _teacher_rows(data)
+    plain_training(teacher, inputs, own, spec.train, own.teacher_train, folder, recipe.eval.batch_size,
                    resume, folder.name if folder.name != "teacher" else "teacher")
     save_model(teacher, folder, model_spec, args, spec.inputs)
     return teacher
+
+
+def _teacher_rows(data: DataBundle) -> DataBundle:
+    """Paired cross-tokenizer data as the teacher trains on it: its own ids, labels and mask under the plain names."""
+    return dataclasses.replace(data, teacher_train=teacher_view(data.teacher_train),
+                               student_train=teacher_view(data.student_train),
+                               scratch_train=teacher_view(data.scratch_train),
+                               val=None if data.val is None else teacher_view(data.val), test=teacher_view(data.test))
 
 
 def _student_from_teacher(teacher: nn.Module | None, args: dict[str, Any], where: str) -> tuple[nn.Module, str, dict]:
@@ -132,4 +150,6 @@ def run_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, g
     teacher = obtain_teacher(recipe, data, out_dir, resume, given)
     if spec.cache is not None:
         ensure_cache(recipe, data, teacher)
+        if isinstance(teacher, ServedTeacher):  # it answers over HTTP: evaluation reads its stored val/test outputs
+            return replay_teacher(recipe, data)
     return teacher

@@ -10,6 +10,7 @@ but it is not cryptographic. The fingerprints of teacher weights and whole datas
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -95,3 +96,45 @@ def teacher_fingerprint(model: nn.Module) -> str:
         digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def keyed_uniforms(seed: int, keys: np.ndarray, positions: np.ndarray, draws: int) -> np.ndarray:
+    """(M, draws) float64 uniforms in [0, 1), a pure function of (seed, key, position, draw index): what a
+    sampled cache draws its tokens with, so the same row gets the same draws however it is batched or resumed.
+    `keys` and `positions` are (M,) integers (a row's content hash, and the position within the row)."""
+    with np.errstate(over="ignore"):
+        base = (keys.astype(np.int64).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                ^ _splitmix64(positions.astype(np.uint64) + np.uint64(seed) * np.uint64(0x632BE59BD9B4E019)))
+        counters = _splitmix64(base)[:, None] + np.arange(draws, dtype=np.uint64)[None, :] * np.uint64(
+            0xD1B54A32D192ED03)
+    return (_splitmix64(counters) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+TOKENIZER_HASH_VERSION = "tokenizer-v1"
+
+
+def tokenizer_fingerprint(tokenizer: object) -> str | None:
+    """SHA-256 of a tokenizer's serialised vocabulary and merges (`tokenizer.json` text, from a
+    `tokenizers.Tokenizer`, a transformers fast tokenizer, or kdforge's `TextTokenizer`), or of its sorted
+    vocabulary when it has no such text; None when neither is available. A cache records it so a store built
+    with one tokenizer is refused for another (`kdforge.app.cache`)."""
+    text = None
+    to_json = getattr(tokenizer, "to_json", None)
+    if callable(to_json):
+        text = to_json()
+    if text is None:
+        backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
+        to_str = getattr(backend, "to_str", None)
+        if callable(to_str):
+            text = to_str()
+    if text is None:
+        get_vocab = getattr(tokenizer, "get_vocab", None)
+        if not callable(get_vocab):
+            return None
+        text = json.dumps(sorted(get_vocab().items()))
+    else:  # padding/truncation state is not the tokenizer: drop it
+        parsed = json.loads(text)
+        parsed.pop("padding", None)
+        parsed.pop("truncation", None)
+        text = json.dumps(parsed, sort_keys=True)
+    return hashlib.sha256(f"{TOKENIZER_HASH_VERSION}|{text}".encode()).hexdigest()

@@ -1,6 +1,6 @@
 """The teacher-output store: a folder of memory-mapped `.npy` arrays, one set per split, plus a manifest.
 
-Layout (format `kdforge-teacher-cache` v1)::
+Layout (format `kdforge-teacher-cache` v2; v1 is the same without the sparse formats)::
 
     DIR/manifest.json                 format, version, fingerprints, settings, every file's shape/dtype/sha256
     DIR/<split>/ids.npy               (N,) int64 sample ids, in the order rows were written
@@ -9,6 +9,8 @@ Layout (format `kdforge-teacher-cache` v1)::
     DIR/<split>/topk_values.npy       (N, ..., k) largest logits, float16 (bfloat16 as raw uint16 bits)
     DIR/<split>/topk_indices.npy      (N, ..., k) their indices, int16 (V <= 32768) or int32  [logits: topk]
     DIR/<split>/logsumexp.npy         (N, ...) float32 log-sum-exp of the full logits         [logits: topk]
+    DIR/<split>/samples_*.npy, entropy.npy    sampled token ids and counts       [logits: sampled, v2]
+    DIR/<split>/tail_*.npy            top-k ids, log-probability codes, tail mass         [logits: topk_tail, v2]
     DIR/<split>/feat.<tap>.npy        (N, ...) captured intermediate features             [features: ...]
 
 Why `.npy` + `numpy` memmap: a plain header plus raw bytes, memory-mapped with `np.load(mmap_mode=...)` and
@@ -18,22 +20,29 @@ resumable. safetensors (already a dependency) is read-only memory-mapped in the 
 tensor's size in one header written last, so it cannot be filled in place; Arrow would add pyarrow as a new
 dependency for nothing we need here (no nested types, no columnar queries).
 
-Writes go to `.<DIR name>.partial/` next to DIR. Each finished chunk of rows is flushed, then recorded in
-`progress.json`; a later run with the same fingerprint continues from the last recorded chunk (another
-fingerprint starts over). When every split is written, the manifest (with SHA-256 of every file) is written
-and the folder is renamed to DIR. Readers check the format, the sizes and, unless told not to, the checksums.
+Writes go to `.<DIR name>.partial/` next to DIR: `progress.json` lists the allocated arrays, and each finished
+chunk of rows is flushed, then recorded in the writing process's `progress.shard-<rank>.json` (several processes
+can build one store, each its own chunks); a later run with the same fingerprint builds only the chunks no
+progress file records (another fingerprint starts over). When every split is written, the manifest (with
+SHA-256 of every file) is written and the folder is renamed to DIR. Readers check the format, the sizes and,
+unless told not to, the checksums.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import queue
 import shutil
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +52,9 @@ import torch
 from torch import Tensor, nn
 
 from kdforge import io
+from kdforge.cache.formats import FORMATS, INDEX_CODES, SPARSE_FORMATS, VALUE_CODES, encode
 from kdforge.cache.hashing import HASH_VERSION, data_fingerprint, row_hashes
-from kdforge.cache.topk import compress_topk
+from kdforge.cache.topk import TopK, compress_topk
 from kdforge.capture import Capture
 from kdforge.data.tensors import TensorData
 from kdforge.errors import KDForgeError
@@ -53,7 +63,9 @@ from kdforge.models.forward import call_model, logits_of
 logger = logging.getLogger("kdforge")
 
 CACHE_FORMAT = "kdforge-teacher-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # v2: the sparse formats and the tokenizer/alignment record; v1 stores still load
+READ_VERSIONS = (1, 2)
+SETTINGS_VERSION = 1  # part of the settings fingerprint: unchanged, so v1 stores keep theirs
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -65,31 +77,50 @@ class CacheError(KDForgeError, ValueError):
 class CacheSettings:
     """What the store holds. `k` and the value dtype matter only for their mode; features are tap names."""
 
-    logits: str = "full"  # "full" | "topk"
+    logits: str = "full"  # "full" | "topk" | "sampled" | "topk_tail" (kdforge.cache.formats)
     k: int = 64
     dtype: str = "float32"
     features: tuple[str, ...] = ()
+    samples: int = 12  # sampled: draws per position
+    proposal_temperature: float = 1.0  # sampled: draws from the teacher at this temperature
+    seed: int = 0  # sampled: the draws' seed
+    values: str = "uint16"  # topk_tail: log-probability codes (float16 | uint16 | uint8)
+    indices: str = "packed"  # sampled, topk_tail: ids bit-packed, or plain int16/int32
 
     def __post_init__(self) -> None:
-        if self.logits not in ("full", "topk"):
-            raise CacheError(f"recipe.teacher.cache.logits: {self.logits!r}; use 'full' or 'topk'.")
+        if self.logits not in FORMATS:
+            raise CacheError(f"recipe.teacher.cache.logits: {self.logits!r}; use one of {', '.join(FORMATS)}.")
         if self.dtype not in DTYPES:
             raise CacheError(f"recipe.teacher.cache.dtype: {self.dtype!r}; use one of {sorted(DTYPES)}.")
         if self.k < 1:
             raise CacheError(f"recipe.teacher.cache.k: must be >= 1; got {self.k}.")
+        if not 1 <= self.samples <= 255:
+            raise CacheError(f"recipe.teacher.cache.samples: must be in 1..255; got {self.samples}.")
+        if not self.proposal_temperature > 0:
+            raise CacheError("recipe.teacher.cache.proposal_temperature: must be > 0; got "
+                             f"{self.proposal_temperature}.")
+        if self.values not in VALUE_CODES:
+            raise CacheError(f"recipe.teacher.cache.values: {self.values!r}; use one of {', '.join(VALUE_CODES)}.")
+        if self.indices not in INDEX_CODES:
+            raise CacheError(f"recipe.teacher.cache.indices: {self.indices!r}; use one of {', '.join(INDEX_CODES)}.")
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings that matter for this format (full and topk: the same keys as before these formats
+        existed, so older stores keep their settings fingerprint)."""
         out = asdict(self)
         out["features"] = sorted(out["features"])
-        if self.logits == "full":
-            out.pop("k")
+        own = {"full": (), "topk": ("k",), "topk_tail": ("k", "values", "indices"),
+               "sampled": ("samples", "proposal_temperature", "seed", "indices")}[self.logits]
+        for key in ("k", "samples", "proposal_temperature", "seed", "values", "indices"):
+            if key not in own:
+                out.pop(key)
         return out
 
 
 def settings_fingerprint(settings: CacheSettings, inputs: list[str], taps: Mapping[str, str] | None = None) -> str:
     """What the store holds and from which model inputs (and, for features, which module paths)."""
     paths = {name: (taps or {}).get(name) for name in settings.features}
-    text = json.dumps({"settings": settings.as_dict(), "inputs": inputs, "taps": paths, "format": CACHE_VERSION,
+    text = json.dumps({"settings": settings.as_dict(), "inputs": inputs, "taps": paths, "format": SETTINGS_VERSION,
                        "hash": HASH_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -133,11 +164,24 @@ class _Runner:
     def __call__(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self.capture:
-            logits = logits_of(call_model(self.teacher, batch, self.inputs))
+            output = call_model(self.teacher, batch, self.inputs)
+        if isinstance(output, TopK):  # a teacher that answers with its own top-k log-probs (kdforge.llm.served)
+            k = output.values.shape[-1]
+            if self.settings.logits != "topk" or self.settings.k != k or self.settings.features:
+                raise CacheError(f"recipe.teacher.cache: this teacher gives its top-{k} log-probabilities only; "
+                                 f"store them with logits: topk, k: {k} and no features.")
+            self.vocab_size = output.vocab_size
+            index = torch.int16 if output.vocab_size <= 2**15 else torch.int32
+            return {"topk_values": output.values.to(DTYPES[self.settings.dtype]),
+                    "topk_indices": output.indices.to(index), "logsumexp": output.logsumexp.float()}
+        logits = logits_of(output)
         self.vocab_size = int(logits.shape[-1])
         dtype = DTYPES[self.settings.dtype]
         if self.settings.logits == "full":
             out = {"logits": logits.to(dtype)}
+        elif self.settings.logits in SPARSE_FORMATS:
+            keys = row_hashes(batch, self.inputs) if self.settings.logits == "sampled" else None
+            out = encode(logits, self.settings, keys)
         else:
             topk = compress_topk(logits, self.settings.k, dtype)
             out = {"topk_values": topk.values, "topk_indices": topk.indices, "logsumexp": topk.logsumexp}
@@ -197,29 +241,122 @@ def batch_rows(batch_size: int, per_row: int, max_batch_tokens: int | None) -> i
     return max(1, min(batch_size, max_batch_tokens // max(per_row, 1)))
 
 
-def _log_throughput(split: str, rows: int, per_row: int, batch: int, seconds: float) -> None:
+def _log_throughput(split: str, rows: int, per_row: int, batch: int, seconds: float, shard: str = "") -> None:
     if rows <= 0:
         return
     rate = rows / max(seconds, 1e-9)
-    logger.info("cache: %s: %d rows in %.2f s (%.0f rows/s, %.0f tokens/s; %d rows x %d positions a batch)",
-                split, rows, seconds, rate, rate * per_row, batch, per_row)
+    logger.info("cache: %s%s: %d rows in %.2f s (%.0f rows/s, %.0f tokens/s; %d rows x %d positions a batch)",
+                split, shard, rows, seconds, rate, rate * per_row, batch, per_row)
+
+
+class _Writer:
+    """Copies teacher outputs into the memory-mapped arrays on a background thread, so that the teacher's next
+    forward overlaps the copy of the last one (numpy's copies and the page faults they take release the GIL).
+    The queue holds at most `depth` jobs, so the build's memory stays bounded at about `depth` + 1 batches of
+    outputs. Jobs run in order: a chunk's progress record is written only after its rows. An error in the
+    thread is raised in the caller at its next `put` or at `close`; after one, queued jobs are dropped."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kdforge-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # handed to the caller, which re-raises it
+                    self._error = exc
+
+    def put(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(job)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Run every queued job (also when the caller is failing: the chunks it finished are then recorded),
+        stop the thread, and raise its error if there was one and `raise_error`."""
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
+def shard_chunks(rows: int, chunk_rows: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
+    """The chunks (start, stop) of a split of `rows` rows that process `rank` of `world` builds: a contiguous
+    run of the split's chunks. Batches restart at every chunk, so any process layout runs the teacher on the
+    very batches of a one-process build (and writes the same bytes)."""
+    starts = list(range(0, rows, chunk_rows))
+    mine = starts[len(starts) * rank // world:len(starts) * (rank + 1) // world]
+    return [(start, min(start + chunk_rows, rows)) for start in mine]
+
+
+def _done_chunks(work: Path, progress: dict, fingerprints: Mapping[str, str], chunk_rows: int) -> set[tuple[str, int]]:
+    """(split, chunk start) of every chunk an earlier run recorded as written, by any process: each process's
+    `progress.shard-<rank>.json` (kept only if built with these fingerprints and chunk size), and the row
+    count a one-process build of an older kdforge recorded in progress.json."""
+    done: set[tuple[str, int]] = set()
+    for path in work.glob("progress.shard-*.json"):
+        try:
+            shard = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a shard file cut short: its chunks are built again
+        if shard.get("fingerprints") == fingerprints and shard.get("chunk_rows") == chunk_rows:
+            done.update((split, start) for split, starts in shard.get("done", {}).items() for start in starts)
+    for split, record in progress["splits"].items():
+        done.update((split, start) for start, stop in shard_chunks(record["rows"], chunk_rows)
+                    if stop <= record.get("done", 0))
+    return done
+
+
+def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorData], inputs: list[str],
+                 runner: _Runner, fingerprints: Mapping[str, str]) -> dict:
+    """A fresh `.partial` folder: ids and hashes written, every output array allocated at its full size (its
+    shapes from a one-row probe), and progress.json saying what is where."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    progress: dict[str, Any] = {"fingerprints": dict(fingerprints), "splits": {}, "vocab_size": None}
+    for name, data in splits.items():
+        (work / name).mkdir()
+        ids, hashes = split_hashes(data, inputs)
+        np.save(work / name / "ids.npy", ids.numpy().astype("<i8"))
+        np.save(work / name / "hashes.npy", hashes.numpy().astype("<i8"))
+        probe = runner(data[slice(0, 1)])
+        progress["vocab_size"] = runner.vocab_size
+        for stem, value in probe.items():
+            _allocate(work / name / f"{stem}.npy", _np_dtype(value.dtype), (len(data), *value.shape[1:]))
+        progress["splits"][name] = {"rows": len(data), "arrays": {stem: str(v.dtype).removeprefix("torch.")
+                                                                  for stem, v in probe.items()}}
+    io.write_json(progress_file, progress)
+    return progress
 
 
 def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
                 settings: CacheSettings, fingerprints: Mapping[str, str], inputs: list[str],
                 taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
                 overwrite: bool = False, device: torch.device | str = "cpu", extra: Mapping[str, Any] | None = None,
-                on_chunk: Callable[[str, int, int], None] | None = None, max_batch_tokens: int | None = None) -> str:
+                on_chunk: Callable[[str, int, int], None] | None = None, max_batch_tokens: int | None = None,
+                rank: int = 0, world: int = 1, barrier: Callable[[], None] | None = None) -> str:
     """Run `teacher` once over every split and store its outputs in `directory`.
 
     `fingerprints` holds "teacher" and "data" (see `hashing`); the settings fingerprint is added here.
     A teacher batch holds at most `batch_size` rows and, when `max_batch_tokens` is set, at most that many
-    tokens (rows x positions of a sequence input, `tokens_per_row`): the build's peak memory is about two
-    batches of teacher outputs, so for a language model a row count alone says little. The throughput (rows
-    and tokens per second) is logged. Returns "up to date" (a complete matching store was there), "resumed"
-    or "built".
+    tokens (rows x positions of a sequence input, `tokens_per_row`). A writer thread copies each batch's
+    outputs into the store while the teacher computes the next, with at most two batches queued: the build's
+    peak memory is about three batches of teacher outputs, so for a language model a row count alone says
+    little. The throughput (rows and tokens per second) is logged; `on_chunk(split, rows done, rows)` is
+    called from the writer thread after each recorded chunk.
+
+    Several processes (`torchrun`, `accelerate launch`) build one store together when each calls this with
+    its `rank`, the `world` size and a `barrier` (e.g. `PartialState().wait_for_everyone`): rank 0 allocates
+    the arrays, each process computes and writes its own run of chunks in place and records them in its own
+    progress file (an interrupted build resumes chunk by chunk, in any process layout), and rank 0 writes the
+    one manifest at the end. Returns "up to date" (a complete matching store was there), "resumed" or "built".
     """
     directory = Path(directory)
+    sync = barrier if barrier is not None and world > 1 else (lambda: None)
     fingerprints = {**fingerprints, "settings": settings_fingerprint(settings, inputs, taps)}
     if (directory / "manifest.json").is_file() and not overwrite:  # --overwrite rebuilds whatever is there
         existing = read_manifest(directory)
@@ -237,67 +374,163 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
                          "dir, or pass --overwrite to replace it.")
     work = partial_dir(directory)
     progress_file = work / "progress.json"
-    progress = None
-    if progress_file.is_file():
-        try:
-            progress = json.loads(progress_file.read_text())
-        except json.JSONDecodeError:
-            progress = None
-        if progress is None or progress.get("fingerprints") != fingerprints:
-            logger.info("cache: %s holds an interrupted build for other inputs; starting over", work)
-            progress = None
-    status = "resumed" if progress is not None else "built"
     runner = _Runner(teacher, inputs, taps or {}, settings, torch.device(device))
     was_training = teacher.training
     teacher.eval()
     try:
-        if progress is None:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            progress = {"fingerprints": fingerprints, "splits": {}, "vocab_size": None}
-            for name, data in splits.items():
-                (work / name).mkdir()
-                ids, hashes = split_hashes(data, inputs)
-                np.save(work / name / "ids.npy", ids.numpy().astype("<i8"))
-                np.save(work / name / "hashes.npy", hashes.numpy().astype("<i8"))
-                probe = runner(data[slice(0, 1)])
-                progress["vocab_size"] = runner.vocab_size
-                for stem, value in probe.items():
-                    _allocate(work / name / f"{stem}.npy", _np_dtype(value.dtype), (len(data), *value.shape[1:]))
-                progress["splits"][name] = {"rows": len(data), "done": 0,
-                                            "arrays": {stem: str(v.dtype).removeprefix("torch.")
-                                                       for stem, v in probe.items()}}
-            io.write_json(progress_file, progress)
+        status = "resumed"
+        if rank == 0:  # one process decides between resuming and starting over, and allocates
+            progress = None
+            if progress_file.is_file():
+                try:
+                    progress = json.loads(progress_file.read_text())
+                except json.JSONDecodeError:
+                    progress = None
+                if progress is None or progress.get("fingerprints") != fingerprints:
+                    logger.info("cache: %s holds an interrupted build for other inputs; starting over", work)
+                    progress = None
+            if progress is None:
+                status = "built"
+                progress = _start_build(work, progress_file, splits, inputs, runner, fingerprints)
+        sync()  # the arrays exist before any process writes into them
+        progress = json.loads(progress_file.read_text())
+        done = _done_chunks(work, progress, fingerprints, chunk_rows)
+        if rank != 0 and not done:
+            status = "built"
+        checksums = _write_shard(runner, splits, work, progress, inputs, done, fingerprints, chunk_rows,
+                                 batch_size, max_batch_tokens, rank, world, on_chunk)
+    finally:
+        runner.close()
+        teacher.train(was_training)
+    sync()  # every process has written its rows
+    if rank == 0:
+        done = _done_chunks(work, progress, fingerprints, chunk_rows)
+        missing = [(name, start) for name, record in progress["splits"].items()
+                   for start, _ in shard_chunks(record["rows"], chunk_rows) if (name, start) not in done]
+        if missing:
+            raise CacheError(f"cache build in {str(work)!r}: {len(missing)} chunk(s) were not written (first: "
+                             f"{missing[0][0]} rows from {missing[0][1]}); run the build again to finish them.")
+        _finish(work, directory, progress, settings, inputs, taps, extra or {}, overwrite, checksums)
+    sync()  # the store is in place when any process returns
+    return status
+
+
+def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, progress: dict, inputs: list[str],
+                 done: set[tuple[str, int]], fingerprints: Mapping[str, str], chunk_rows: int, batch_size: int,
+                 max_batch_tokens: int | None, rank: int, world: int,
+                 on_chunk: Callable[[str, int, int], None] | None) -> dict[str, str]:
+    """This process's chunks of every split not yet done: teacher forward here, copies on the writer thread,
+    and after each chunk (arrays flushed) its start added to `progress.shard-<rank>.json`. Returns the SHA-256
+    of the array files it wrote whole and in order ({path in the store: hex digest}; see `_RunningHashes`)."""
+    checksums: dict[str, str] = {}
+    shard_file = work / f"progress.shard-{rank}.json"
+    mine: dict[str, list[int]] = {}
+    if shard_file.is_file():
+        mine = {split: [start for start in starts if (split, start) in done]
+                for split, starts in json.loads(shard_file.read_text()).get("done", {}).items()}
+    label = f" (process {rank} of {world})" if world > 1 else ""
+    writer = _Writer()
+    try:
         for name, data in splits.items():
             record = progress["splits"][name]
             arrays = {stem: np.lib.format.open_memmap(work / name / f"{stem}.npy", mode="r+")
                       for stem in record["arrays"]}
             per_row = tokens_per_row(data, inputs)
             rows = batch_rows(batch_size, per_row, max_batch_tokens)
-            started, first = time.perf_counter(), record["done"]
-            for start in range(record["done"], len(data), chunk_rows):
-                stop = min(start + chunk_rows, len(data))
+            started, written = time.perf_counter(), 0
+            chunks = shard_chunks(len(data), chunk_rows, rank, world)
+            whole = world == 1 and not any((name, start) in done for start, _ in chunks)
+            hashes = _RunningHashes(work, name, record["arrays"]) if whole else None
+            for start, stop in chunks:
+                if (name, start) in done:
+                    continue
                 for lo in range(start, stop, rows):
                     hi = min(lo + rows, stop)
-                    for stem, value in runner(data[slice(lo, hi)]).items():
-                        arrays[stem][lo:hi] = _to_numpy(value)
-                for array in arrays.values():
-                    array.flush()
-                record["done"] = stop
-                io.write_json(progress_file, progress)
-                if on_chunk is not None:
-                    on_chunk(name, stop, len(data))
+                    writer.put(functools.partial(_store_rows, arrays, lo, hi, runner(data[slice(lo, hi)])))
+                writer.put(functools.partial(_record_chunk, arrays, shard_file, mine, name, start, stop, len(data),
+                                             {"fingerprints": dict(fingerprints), "chunk_rows": chunk_rows},
+                                             on_chunk, hashes))
+                written += stop - start
+            writer.close()  # this split's rows are written before its time is taken
+            writer = _Writer()
+            checksums.update(hashes.digests() if hashes is not None else {})
             del arrays
-            _log_throughput(name, len(data) - first, per_row, rows, time.perf_counter() - started)
-    finally:
-        runner.close()
-        teacher.train(was_training)
-    _finish(work, directory, progress, settings, inputs, taps, extra or {}, overwrite)
-    return status
+            _log_throughput(name, written, per_row, rows, time.perf_counter() - started, label)
+    except BaseException:
+        writer.close(raise_error=False)  # the chunks finished before the failure are recorded
+        raise
+    writer.close()
+    return checksums
+
+
+def _store_rows(arrays: Mapping[str, np.ndarray], lo: int, hi: int, outputs: Mapping[str, Tensor]) -> None:
+    for stem, value in outputs.items():
+        arrays[stem][lo:hi] = _to_numpy(value)
+
+
+class _RunningHashes:
+    """The SHA-256 of a split's array files, fed on the writer thread after each chunk while the teacher computes
+    the next one, so that the manifest's checksums need no pass over the store at the end (on a small teacher
+    that pass costs as much as a tenth of the build). Only for a split one process writes whole and in order
+    (a resumed or shared build hashes its files at the end); the bytes are read back from the page cache."""
+
+    def __init__(self, work: Path, split: str, stems: Collection[str]) -> None:
+        self.split = split
+        self.paths = {stem: work / split / f"{stem}.npy" for stem in stems}
+        self.hashes = {stem: hashlib.sha256() for stem in stems}
+        self.upto = dict.fromkeys(stems, 0)
+
+    def feed(self, arrays: Mapping[str, np.memmap], stop: int) -> None:
+        """Hash each file up to the end of row `stop` (its header included)."""
+        for stem, array in arrays.items():
+            end = array.offset + stop * array.itemsize * math.prod(array.shape[1:])
+            with self.paths[stem].open("rb") as handle:
+                handle.seek(self.upto[stem])
+                while self.upto[stem] < end:
+                    block = handle.read(min(end - self.upto[stem], 1 << 24))
+                    if not block:
+                        raise OSError(errno.EIO, f"{self.paths[stem]} ends before row {stop}")
+                    self.hashes[stem].update(block)
+                    self.upto[stem] += len(block)
+
+    def digests(self) -> dict[str, str]:
+        """{split/stem.npy: hex digest} of the files hashed to their last byte."""
+        return {f"{self.split}/{stem}.npy": self.hashes[stem].hexdigest() for stem, path in self.paths.items()
+                if self.upto[stem] == path.stat().st_size}
+
+
+def _write_json_any_rank(path: Path, data: dict) -> None:
+    """temp + rename, from whichever process calls it: `io.write_json` discards what non-main processes write
+    (they must not touch a run folder), but each builder of a shared cache records its own chunks."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _record_chunk(arrays: Mapping[str, np.memmap], shard_file: Path, mine: dict[str, list[int]], split: str,
+                  start: int, stop: int, rows: int, header: dict, on_chunk: Callable[[str, int, int], None] | None,
+                  hashes: _RunningHashes | None = None) -> None:
+    """After a chunk's rows: flush them to the files, then record the chunk as this process's (temp + rename)."""
+    for array in arrays.values():
+        array.flush()
+    if hashes is not None:
+        hashes.feed(arrays, stop)
+    mine.setdefault(split, []).append(start)
+    _write_json_any_rank(shard_file, {**header, "done": mine})
+    if on_chunk is not None:
+        on_chunk(split, stop, rows)
 
 
 def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings, inputs: list[str],
-            taps: Mapping[str, str] | None, extra: Mapping[str, Any], overwrite: bool) -> None:
+            taps: Mapping[str, str] | None, extra: Mapping[str, Any], overwrite: bool,
+            checksums: Mapping[str, str] | None = None) -> None:
+    """The manifest (`checksums`: SHA-256 already computed while writing, by file; the others are read here),
+    then the `.partial` folder renamed to the store."""
     files = {}
     for name, record in progress["splits"].items():
         for stem in ["ids", "hashes", *record["arrays"]]:
@@ -305,7 +538,9 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
             array = np.load(path, mmap_mode="r")
             dtype = record["arrays"].get(stem, "int64")
             files[f"{name}/{stem}.npy"] = {"shape": list(array.shape), "dtype": dtype,
-                                           "bytes": path.stat().st_size, "sha256": io.sha256_file(path)}
+                                           "bytes": path.stat().st_size,
+                                           "sha256": (checksums or {}).get(f"{name}/{stem}.npy")
+                                           or io.sha256_file(path)}
             del array
     manifest = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "hash": HASH_VERSION,
@@ -316,6 +551,8 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
     }
     io.write_json(work / "manifest.json", manifest)
     (work / "progress.json").unlink()
+    for shard in work.glob("progress.shard-*.json"):  # each process's record of its chunks (write_cache)
+        shard.unlink()
     _fsync_dir(work)
     if directory.exists():
         if not overwrite and (directory / "manifest.json").is_file():
@@ -397,7 +634,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         raise CacheError(f"teacher cache {str(directory)!r}: manifest.json is corrupted. Rebuild the cache with "
                          "`kdforge cache RECIPE --overwrite`.") from None
-    if manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION:
+    if manifest.get("format") != CACHE_FORMAT or manifest.get("version") not in READ_VERSIONS:
         raise CacheError(f"{str(path)!r} is format {manifest.get('format')!r} v{manifest.get('version')}; this "
                          f"kdforge reads {CACHE_FORMAT!r} v{CACHE_VERSION}. Rebuild it with "
                          "`kdforge cache RECIPE --overwrite`.")

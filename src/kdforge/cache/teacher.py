@@ -3,8 +3,9 @@
 `CachedTeacher` implements the `TeacherSource` protocol. For a batch it looks the sample ids up in the
 store (`batch["index"]`), checks that the inputs it is given hash to the content stored for those ids (so a
 shuffled, re-split or augmented dataset is never paired with another sample's outputs: it stops with an
-error), and returns the stored logits (a `TopK` when the store holds top-k entries: losses that can read
-them sparsely do, and no full-vocabulary tensor is built) and features. The per-batch cost is a handful of
+error), and returns the stored logits (a `TopK` when the store holds top-k entries, a `Sampled` or
+`TopKTail` for the sparse formats of `kdforge.cache.formats`: losses that can read them sparsely do, and no
+full-vocabulary tensor is built) and features. The per-batch cost is a handful of
 tensor ops, no Python loop over rows.
 
 The content check runs once per sample per run, the first time its id is read (the first epoch): the rows
@@ -19,13 +20,27 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from kdforge.cache.formats import SPARSE_FORMATS, decode, stems
 from kdforge.cache.hashing import row_hashes
 from kdforge.cache.store import CacheError, CacheStore, SplitArrays
 from kdforge.cache.topk import Tail, TopK, reconstruct_logits
 from kdforge.data.tensors import Batch
 from kdforge.losses.base import Outputs
+from kdforge.losses.sampled import Sampled, TopKTail
+
+Signal = Sampled | TopKTail
 
 PRELOAD_BYTES = 2 << 30  # on an accelerator, stores up to this size are copied to device memory once
+
+
+def dense_logits(signal: Signal, directory: str) -> Tensor:
+    """Dense logits where a caller needs them: a top-k + tail signal rebuilt with its tail spread evenly (an
+    approximation, as for `topk`); a sampled one cannot be, so that is an error naming the way out."""
+    if isinstance(signal, TopKTail):
+        return signal.dense_logits()
+    raise CacheError(f"teacher cache {directory!r} holds sampled tokens, which cannot stand in for the teacher's "
+                     "dense logits (evaluation of a cache-only recipe, or a loss that reads dense logits). Give the "
+                     "teacher model beside cache, or build a full or topk_tail cache (teacher.cache.logits).")
 
 
 class _StoredTaps:
@@ -150,21 +165,27 @@ class CachedTeacher:
             return part.to(self.device, non_blocking=True)
         return source[rows]
 
-    def read(self, ids: Tensor, inputs: Batch | None = None) -> tuple[Tensor | TopK, dict[str, Tensor]]:
-        """Stored logits (a tensor, or `TopK` for a top-k store) and features for sample ids `ids`."""
+    def read(self, ids: Tensor, inputs: Batch | None = None) -> tuple[Tensor | TopK | Signal, dict[str, Tensor]]:
+        """Stored logits (a tensor; `TopK` for a top-k store; `Sampled` / `TopKTail` for the sparse formats of
+        `kdforge.cache.formats`, decoded from the gathered rows only) and features for sample ids `ids`."""
         rows, pos = self.lookup.rows(ids.to(self.device).long())
         if inputs is not None and self.check_content and self._unchecked:
             self._check(ids, rows, pos, inputs)
         features = {name: self._gather(stem, rows).float() for name, stem in self.wanted.items()}
-        if "logits" in self.arrays:
+        kind = self.store.settings.logits
+        if kind == "full":
             return self._gather("logits", rows).float(), features
+        if kind in SPARSE_FORMATS:
+            arrays = {stem: self._gather(stem, rows) for stem in stems(self.store.settings)}
+            return decode(arrays, self.store.settings, self.store.vocab_size), features
         topk = TopK(self._gather("topk_values", rows), self._gather("topk_indices", rows),
                     self._gather("logsumexp", rows), self.store.vocab_size, self.tail)
         return topk, features
 
     @property
     def holds_topk(self) -> bool:
-        return "logits" not in self.arrays
+        """The store holds a sparse signal (top-k, sampled or top-k + tail), not full logits."""
+        return self.store.settings.logits != "full"
 
     def _check(self, ids: Tensor, rows: Tensor, pos: Tensor, inputs: Batch) -> None:
         """Hash the inputs of the samples not checked yet in this run; raise on a mismatch."""
@@ -195,6 +216,8 @@ class CachedTeacher:
         logits, features = self.read(batch["index"], batch)
         if isinstance(logits, TopK) and not self.sparse:
             logits = reconstruct_logits(logits, self.tail)
+        elif not isinstance(logits, Tensor) and not self.sparse:
+            logits = dense_logits(logits, str(self.store.directory))
         return Outputs(logits=logits, features=features)
 
     def close(self) -> None:
@@ -240,6 +263,10 @@ class ReplayTeacher(nn.Module):
             arrays = self._splits[index].arrays
             if "logits" in arrays:
                 part = arrays["logits"][rows[selected]].float()
+            elif self.store.settings.logits in SPARSE_FORMATS:
+                settings, r = self.store.settings, rows[selected]
+                signal = decode({stem: arrays[stem][r] for stem in stems(settings)}, settings, self.store.vocab_size)
+                part = dense_logits(signal, str(self.store.directory))
             else:
                 r = rows[selected]
                 part = reconstruct_logits(TopK(arrays["topk_values"][r], arrays["topk_indices"][r],

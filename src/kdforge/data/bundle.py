@@ -4,6 +4,9 @@ The teacher (when trained first) sees every labelled training sample. The studen
 `student_labels` labelled samples; the remaining training inputs then join it as an unlabelled transfer
 set (labels = -100), which only teacher-driven losses use (Bucila et al. 2006; Hinton et al. 2015).
 The scratch baseline sees only the student's labelled samples.
+
+scikit-learn (stratified splits) is imported by the functions that split, not with the module: resolving
+`kdforge.distill` on in-memory data must not pay for it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from kdforge.errors import RecipeError
@@ -57,6 +59,8 @@ def stratify(y: np.ndarray) -> np.ndarray | None:
 
 
 def stratified_split(x: np.ndarray, y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, ...]:
+    from sklearn.model_selection import train_test_split  # here: scikit-learn costs a second to import
+
     return train_test_split(x, y, test_size=size, random_state=seed, stratify=stratify(y))
 
 
@@ -115,6 +119,8 @@ def _labelled_rows(y_train: np.ndarray, student_labels: int | None, seed: int, w
             f"{where}.student_labels: {student_labels} labelled samples cannot cover {num_classes} classes; "
             f"use at least {num_classes}."
         )
+    from sklearn.model_selection import train_test_split  # only a limited label budget needs it
+
     rows, _ = train_test_split(np.arange(n), train_size=student_labels, random_state=seed,
                                stratify=stratify(y_train))
     return torch.from_numpy(np.sort(rows))

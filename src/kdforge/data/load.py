@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdforge.data import lm, retrieval  # noqa: F401  (register their text sources)
+from kdforge.data import chat, lm, retrieval  # noqa: F401  (register their text sources)
 from kdforge.data.adapters import SPLITS, as_tensor_data, bundle_from_splits
 from kdforge.data.bundle import DataBundle, DataRequest, stratified_split, student_and_scratch_train
 from kdforge.data.sources import TEXT_DATASETS, ArrayData

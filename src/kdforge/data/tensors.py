@@ -3,18 +3,59 @@
 Batches are dicts (`{"x": ..., "labels": ..., "index": ...}`), so image, tabular and token data go through
 the same loop. Indexing a whole batch at once costs one gather per key, not one Python call per sample,
 which matters when the student is small enough that per-step Python work dominates.
+
+Token rows of different lengths are stored padded to one width, and `PaddedRows` says so: the training stream
+cuts each batch after its longest row (per-batch padding), so a batch of short conversations does not pay for
+`seq_len` columns. The loop does not know: it reads batches as always.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor
 
 from kdforge.types import Batch, TensorData
 
-__all__ = ["Batch", "TensorData", "epoch_order", "iterate_batches", "num_batches", "sequential_batches"]
+__all__ = ["ROW_KEYS", "Batch", "PaddedRows", "TensorData", "epoch_order", "iterate_batches", "num_batches",
+           "sequential_batches", "trim_padding"]
+
+
+ROW_KEYS = ("input_ids", "attention_mask", "labels", "mask")  # the per-token tensors of kdforge.llm.rows
+
+
+def trim_padding(batch: Batch, key: str = "attention_mask", keys: tuple[str, ...] = ROW_KEYS) -> Batch:
+    """`batch` with `keys` cut after the last column any row uses (`key` is 1 on real tokens, 0 on right padding).
+
+    Only the named per-token tensors are cut (another tokenization's columns, say, stay whole). With right
+    padding and causal attention the real tokens' outputs do not depend on the columns removed, and those
+    columns carry no labels, so the losses are unchanged.
+    """
+    real = batch[key]
+    used = int(real.any(0).nonzero().max()) + 1 if bool(real.any()) else 1
+    if used == real.shape[1]:
+        return batch
+    return {k: v[:, :used] if k in keys else v for k, v in batch.items()}
+
+
+class PaddedRows(TensorData):
+    """Token rows stored right-padded to one width, which training batches trim to their longest row
+    (`trim_padding`). Evaluation reads whole rows (`sequential_batches`), so predictions keep one width."""
+
+    def __init__(self, tensors: Mapping[str, Tensor], name: str = "data", key: str = "attention_mask",
+                 keys: tuple[str, ...] = ROW_KEYS) -> None:
+        super().__init__(tensors, name=name)
+        self.key, self.keys = key, tuple(keys)
+
+    def collate(self, batch: Batch) -> Batch:
+        return trim_padding(batch, self.key, self.keys)
+
+    def subset(self, rows: Tensor, name: str | None = None) -> PaddedRows:
+        return PaddedRows(self[rows], name=name or self.name, key=self.key, keys=self.keys)
+
+    def with_tensor(self, key: str, value: Tensor) -> PaddedRows:
+        return PaddedRows({**self.tensors, key: value}, name=self.name, key=self.key, keys=self.keys)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -35,6 +76,7 @@ def iterate_batches(data: TensorData, batch_size: int, seed: int, start_step: in
                     process_index: int = 0, num_processes: int = 1) -> Iterator[Batch]:
     """Endless stream of batches from `start_step` on; with several processes each takes its share of a
     global batch of `batch_size` (so the global batch, and the loss curve, do not depend on the world size).
+    `PaddedRows` batches are cut after their longest row.
     """
     per_epoch = num_batches(len(data), batch_size)
     epoch, skip = divmod(start_step, per_epoch)
@@ -44,7 +86,7 @@ def iterate_batches(data: TensorData, batch_size: int, seed: int, start_step: in
             rows = order[b * batch_size:(b + 1) * batch_size]
             if num_processes > 1:
                 rows = rows.tensor_split(num_processes)[process_index]
-            yield data[rows]
+            yield data.collate(data[rows]) if isinstance(data, PaddedRows) else data[rows]
         epoch, skip = epoch + 1, 0
 
 

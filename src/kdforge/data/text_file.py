@@ -9,6 +9,11 @@ name); integer ids are used as they are. A row whose label is empty is unlabelle
 never reaches the teacher's training or the test split, and joins the student's training set as transfer data
 (labels -100), which only teacher-driven losses use. Everything else (the split, `student_labels`,
 `transfer_set`, Tang et al.'s `augment`, the `tokenizer` argument) works as for `text:stdlib_topics`.
+
+`read_records` reads the records of a language-model data file (`text:lm_file`, kdforge.data.chat): JSON Lines,
+CSV/TSV, plain text (one document per non-empty line), Parquet (needs pyarrow), a Hugging Face `datasets` folder
+written by `save_to_disk`, or `hf:<name>`, a dataset on the hub (needs network); the last three need the
+`datasets` package (`pip install 'kdforge[llm]'`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import numpy as np
 from kdforge.errors import RecipeError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+RECORD_FORMATS = {**FORMATS, ".txt": "txt", ".parquet": "parquet"}
+INSTALL_LLM = "pip install 'kdforge[llm]'"
 
 
 @dataclass
@@ -96,6 +103,80 @@ def read_labelled_texts(path: str | Path, text_field: str = "text", label_field:
     return LabelledTexts(texts, np.asarray(ids, dtype=np.int64), classes)
 
 
+def read_records(path: str | Path, format: str | None = None, split: str = "train",
+                 where: str = "data") -> list[dict[str, Any]]:
+    """The records (one dict each) of a language-model data source; see the module docstring for the formats.
+
+    `path` is a file, a `datasets` folder (`load_from_disk`; a DatasetDict gives its `split`), or `hf:<name>`
+    (`datasets.load_dataset(name, split=split)`, only when the recipe names it). Errors name `{where}.args.*`.
+    """
+    if isinstance(path, str) and path.startswith("hf:"):
+        datasets = _datasets(f"{where}.args.path", path)
+        try:
+            return _records_of(datasets.load_dataset(path.removeprefix("hf:"), split=split), split, where)
+        except (OSError, ValueError, FileNotFoundError) as exc:
+            raise RecipeError(f"{where}.args.path: cannot load the dataset {path!r} ({str(exc).splitlines()[0]}); "
+                              "a hub name needs network, or give a local file or a save_to_disk folder.") from None
+    path = Path(path)
+    if path.is_dir():
+        datasets = _datasets(f"{where}.args.path", str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except (OSError, ValueError, FileNotFoundError) as exc:
+            raise RecipeError(f"{where}.args.path: {str(path)!r} is a folder but not one datasets' save_to_disk "
+                              f"wrote ({str(exc).splitlines()[0]}).") from None
+        return _records_of(loaded, split, where)
+    if not path.is_file():
+        raise RecipeError(f"{where}.args.path: {str(path)!r} does not exist (relative paths are relative to the "
+                          "recipe's folder).")
+    fmt = format or RECORD_FORMATS.get(path.suffix.lower())
+    if fmt not in set(RECORD_FORMATS.values()):
+        raise RecipeError(f"{where}.args.format: cannot tell the format of {path.name!r}; give format: jsonl, csv, "
+                          "tsv, txt or parquet (or use one of the extensions .jsonl, .csv, .tsv, .txt, .parquet).")
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise RecipeError(f"{where}.args.path: reading {path.name!r} (Parquet) needs pyarrow; {INSTALL_LLM}, "
+                              "or give JSON Lines.") from None
+        records = pq.read_table(str(path)).to_pylist()
+    elif fmt == "txt":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{where}.args.path: {str(path)!r} is not UTF-8 text ({exc.reason}).") from None
+        records = [{"text": line} for line in lines if line.strip()]
+    else:
+        records = _rows(path, fmt, f"{where}.args.path")
+    if not records:
+        raise RecipeError(f"{where}.args.path: {str(path)!r} holds no records.")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RecipeError(f"{where}.args.path: record {i + 1} of {path.name!r} is not an object of fields.")
+    return records
+
+
+def _datasets(where: str, what: str):
+    try:
+        import datasets
+    except ImportError:
+        raise RecipeError(f"{where}: reading {what!r} needs the datasets package; {INSTALL_LLM}.") from None
+    return datasets
+
+
+def _records_of(loaded: Any, split: str, where: str) -> list[dict[str, Any]]:
+    """The rows of a datasets Dataset, or of `split` of a DatasetDict, as dicts."""
+    if hasattr(loaded, "keys") and not hasattr(loaded, "column_names"):
+        if split not in loaded:
+            raise RecipeError(f"{where}.args.split: the dataset has no split {split!r}; it has "
+                              f"{', '.join(map(repr, loaded.keys()))}.")
+        loaded = loaded[split]
+    records = loaded.to_list()
+    if not records:
+        raise RecipeError(f"{where}.args.path: the dataset holds no records.")
+    return records
+
+
 def _is_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -104,4 +185,4 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
 
 
-__all__ = ["FORMATS", "LabelledTexts", "read_labelled_texts"]
+__all__ = ["FORMATS", "INSTALL_LLM", "RECORD_FORMATS", "LabelledTexts", "read_labelled_texts", "read_records"]

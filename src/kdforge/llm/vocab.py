@@ -4,7 +4,8 @@ Token-level KD compares next-token distributions entry by entry, so the two mode
 Two cases are told apart:
 
 * different vocabularies (sizes differ and the recipe does not say they share a tokenizer): an error that
-  names both sizes and points to sequence-level KD, which trains on teacher-generated text;
+  names both sizes and points to the cross-tokenizer losses (`uld`, `span_kl`, `span_hybrid` on rows paired by
+  `data.args.teacher_tokenizer`) and to sequence-level KD, which trains on teacher-generated text;
 * padded embeddings over one tokenizer (e.g. 152064 vs 151936 rows): the recipe says so with
   `vocab_size: <real size>` on the `token_kd` term, and only that real vocabulary is compared; a warning
   says what is trimmed from which model.

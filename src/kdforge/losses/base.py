@@ -33,6 +33,7 @@ class Targets:
     mask: Tensor | None = None  # (B,) or (B, T) bool: the positions that count (padding is False)
     index: Tensor | None = None  # (B,) stable sample ids (memory banks, teacher caches)
     tokens: Tensor | None = None  # (B, T) the real tokens (the batch's attention_mask), for token-level features
+    batch: Mapping[str, Tensor] | None = None  # the whole batch: row data some losses read (token alignments)
 
 
 class DistillLoss(nn.Module):

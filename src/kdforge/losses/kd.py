@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.sampled import SPARSE_SIGNALS, signal_kl, temperature_refusal
 from kdforge.losses.sparse import TopK, sparse_kl
 from kdforge.registry import LOSSES
 from kdforge.validation import check_positive, check_same_shape
@@ -54,7 +55,13 @@ class KDLoss(DistillLoss):
     def topk_refusal(self) -> str | None:
         return None  # sparse_kl honours the temperature, the mask and both tails
 
+    def sparse_refusal(self, kind: str) -> str | None:
+        """A sampled or top-k + tail cache holds the teacher at temperature 1 only (`kdforge.losses.sampled`)."""
+        return None if kind == "topk" or self.temperature == 1.0 else temperature_refusal(kind)
+
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        if isinstance(teacher.logits, SPARSE_SIGNALS):
+            return signal_kl(student.logits, teacher.logits, self.temperature, mask=targets.mask)
         if isinstance(teacher.logits, TopK):
             return sparse_kl(student.logits, teacher.logits, self.temperature, teacher.logits.tail or "uniform",
                              mask=targets.mask)

@@ -101,8 +101,9 @@ def sparse_kl_rows(student_logits: Tensor, topk: TopK, temperature: float = 1.0,
     vocab = student_logits.shape[-1]
     if vocab != topk.vocab_size:
         raise ValueError(f"sparse_kl: the student has {vocab} outputs but the cached teacher {topk.vocab_size}.")
-    s = F.log_softmax(student_logits.float().flatten(0, -2) / temperature, dim=-1)  # (N, V)
-    values = topk.values.float().flatten(0, -2)
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float32, or float64 when given
+    s = F.log_softmax(student_logits.to(dtype).flatten(0, -2) / temperature, dim=-1)  # (N, V)
+    values = topk.values.to(dtype).flatten(0, -2)
     indices = topk.indices.long().flatten(0, -2)
     lse = topk.logsumexp.flatten() if topk.logsumexp is not None else None
     if mask is not None:
@@ -125,16 +126,20 @@ def sparse_kl_rows(student_logits: Tensor, topk: TopK, temperature: float = 1.0,
     return kl
 
 
-def topk_refusal(term: object) -> str | None:
-    """Why loss `term` cannot train from a top-k teacher without a dense rebuild, or None when it can (it reads
-    no teacher logits, or reads a `TopK` through `sparse_kl`). A loss says so with `topk_refusal()`; losses of
-    features alone (pairs of taps) and losses without a teacher read no teacher logits."""
+def topk_refusal(term: object, kind: str = "topk") -> str | None:
+    """Why loss `term` cannot train from a sparse teacher cache of format `kind` ("topk", or "sampled" /
+    "topk_tail" of `kdforge.losses.sampled`) without a dense rebuild, or None when it can (it reads no teacher
+    logits, or reads the sparse signal itself). A loss says so with `sparse_refusal(kind)` (or, for top-k only,
+    `topk_refusal()`); losses of features alone (pairs of taps) and losses without a teacher read no logits."""
     from kdforge.losses.base import PairedFeatureLoss
 
+    own_any = getattr(term, "sparse_refusal", None)
+    if own_any is not None:
+        return own_any(kind)
     own = getattr(term, "topk_refusal", None)
-    if own is not None:
+    if own is not None and kind == "topk":
         return own()
     if not getattr(term, "needs_teacher", True) or isinstance(term, PairedFeatureLoss):
         return None
     return (f"{type(term).__name__} reads the teacher's dense logits, and only forward KL (kd, token_kd) reads "
-            "a top-k cache sparsely")
+            f"a {kind} cache sparsely")

@@ -41,6 +41,7 @@ from torch import Tensor
 from kdforge.errors import ShapeMismatchError
 from kdforge.llm.distillspec import evaluate_draft
 from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.sampled import SPARSE_SIGNALS, kind_of, temperature_refusal
 from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs, sparse_kl_rows
 from kdforge.registry import LOSSES
 from kdforge.types import IGNORE_INDEX
@@ -192,23 +193,43 @@ class TokenKDLoss(DistillLoss):
                     "cache cannot")
         return None
 
+    def sparse_refusal(self, kind: str) -> str | None:
+        """Why training from a `kind` cache ("topk", "sampled", "topk_tail") cannot honour this term, or None."""
+        if kind == "topk":
+            return self.topk_refusal()
+        if not self._forward_kl():
+            return (f"token_kd divergence={self.divergence!r} needs the teacher's probability of every token; "
+                    f"a {kind} cache estimates forward_kl only")
+        if self.vocab_size is not None:
+            return (f"token_kd vocab_size renormalises the teacher over part of the vocabulary, which a {kind} "
+                    "cache cannot")
+        return None if self.temperature == 1.0 else temperature_refusal(kind)
+
     def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
         """Sum over rows [start, stop) of weight · divergence (float32 or wider); `student` is that chunk."""
+        return self.chunk_sum(student, teacher_rows(teacher, start, stop), weight)
+
+    def chunk_sum(self, student: Tensor, teacher: Tensor | TopK, weight: Tensor) -> Tensor:
+        """Sum over a chunk's rows of weight · divergence (float32 or wider), from the student's (c, V) logits and
+        the teacher's rows of the same chunk (logits, or a `TopK`). The fused loss calls it with logits it makes."""
         dtype = torch.promote_types(student.dtype, torch.float32)
+        if isinstance(teacher, SPARSE_SIGNALS):  # sampled / top-k + tail (kdforge.losses.sampled)
+            reason = self.sparse_refusal(kind_of(teacher))
+            if reason is not None:
+                raise ValueError(f"{reason}.")
+            d = teacher.kl_rows(student.to(dtype))
+            return (d * weight.to(d.dtype)).sum()
         v = self.vocab_size  # None: the whole (equal) vocabulary; else only the real, unpadded part
         s = F.log_softmax(student[:, :v].to(dtype) / self.temperature, dim=-1)
         if isinstance(teacher, TopK):
-            tail = teacher.tail or self.tail
-            chunk = TopK(teacher.values[start:stop], teacher.indices[start:stop],
-                         None if teacher.logsumexp is None else teacher.logsumexp[start:stop], teacher.vocab_size)
             if v is None and self._forward_kl():
-                d = sparse_kl_rows(student.to(dtype), chunk, self.temperature, tail)
+                d = sparse_kl_rows(student.to(dtype), teacher, self.temperature, teacher.tail or self.tail)
                 return (d * weight.to(d.dtype)).sum()
-            t = reconstruct_log_probs(chunk, self.temperature, tail).to(dtype)
+            t = reconstruct_log_probs(teacher, self.temperature, teacher.tail or self.tail).to(dtype)
             if v is not None:
                 t = F.log_softmax(t[:, :v], dim=-1)  # renormalised over the real vocabulary
         else:
-            t = F.log_softmax(teacher[start:stop, :v].to(dtype) / self.temperature, dim=-1)
+            t = F.log_softmax(teacher[:, :v].to(dtype) / self.temperature, dim=-1)
         d = token_divergence(s, t, self.divergence, self.beta, self.alpha)
         return (d * weight.to(d.dtype)).sum()
 
@@ -236,11 +257,13 @@ class TokenKDLoss(DistillLoss):
     def _aligned(self, s_logits: Tensor, t_logits: Tensor | TopK) -> tuple[Tensor, Tensor | TopK]:
         """Both sides as (N, V) rows (the teacher possibly as a flattened TopK), checked for the same vocabulary."""
         s = s_logits.flatten(0, -2)
-        if isinstance(t_logits, TopK):
+        if isinstance(t_logits, SPARSE_SIGNALS):
+            lead, t_vocab, t = t_logits.lead_shape, t_logits.vocab_size, t_logits.flat()
+        elif isinstance(t_logits, TopK):
             lead, t_vocab = t_logits.values.shape[:-1], t_logits.vocab_size
             t: Tensor | TopK = TopK(t_logits.values.flatten(0, -2), t_logits.indices.flatten(0, -2),
                                     None if t_logits.logsumexp is None else t_logits.logsumexp.flatten(),
-                                    t_vocab)
+                                    t_vocab, t_logits.tail)
         else:
             lead, t_vocab = t_logits.shape[:-1], t_logits.shape[-1]
             t = t_logits.flatten(0, -2)
@@ -259,12 +282,26 @@ class TokenKDLoss(DistillLoss):
         return s, t
 
 
+def teacher_rows(teacher: Tensor | TopK, start: int | Tensor, stop: int | None = None) -> Tensor | TopK:
+    """Rows [start, stop) of the teacher's (N, V) logits or (N, k) `TopK`, or the rows a (c,) index tensor
+    `start` names (then `stop` is None); the `TopK` keeps its tail."""
+    rows = start if stop is None else slice(start, stop)
+    if isinstance(teacher, SPARSE_SIGNALS):
+        return teacher.select(rows)
+    if isinstance(teacher, TopK):
+        return TopK(teacher.values[rows], teacher.indices[rows],
+                    None if teacher.logsumexp is None else teacher.logsumexp[rows], teacher.vocab_size, teacher.tail)
+    return teacher[rows]
+
+
 def vocab_mismatch_message(student_vocab: int, teacher_vocab: int, where: str) -> str:
     """The error for token-level KD between models with different vocabulary sizes."""
     return (
         f"{where}: the student's vocabulary has {student_vocab} entries but the teacher's {teacher_vocab}. "
         "Token-level KD compares next-token distributions entry by entry, so both models must share one "
         "vocabulary. If both use one tokenizer and only the embedding matrices are padded, set vocab_size: "
-        f"{min(student_vocab, teacher_vocab)} (the real vocabulary) on the token_kd term. Otherwise use "
-        "sequence-level KD (kdforge.llm.seq_kd: train on teacher-generated text), which works across vocabularies."
+        f"{min(student_vocab, teacher_vocab)} (the real vocabulary) on the token_kd term. Different tokenizers: "
+        "pair the rows (data.args.teacher_tokenizer; the teacher reads teacher_input_ids through an inputs "
+        "mapping) and use a cross-tokenizer loss, uld, span_kl or span_hybrid (docs/llm.md#distilling-across-"
+        "tokenizers), or sequence-level KD (kdforge.llm.seq_kd: train on teacher-generated text)."
     )

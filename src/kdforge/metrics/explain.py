@@ -18,7 +18,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from kdforge.errors import ShapeMismatchError
@@ -138,6 +137,7 @@ def rank_correlation(teacher_maps: Tensor, student_maps: Tensor) -> Tensor:
     if teacher_maps.shape != student_maps.shape:
         raise ShapeMismatchError(f"rank_correlation: teacher maps {tuple(teacher_maps.shape)} and student maps "
                                  f"{tuple(student_maps.shape)} differ; compute both at the input's resolution.")
+    from scipy.stats import rankdata  # on use: importing scipy.stats takes about half a second
     a = rankdata(teacher_maps.flatten(1).double().numpy(), axis=1)
     b = rankdata(student_maps.flatten(1).double().numpy(), axis=1)
     a -= a.mean(axis=1, keepdims=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy.stats import beta
 from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
@@ -31,6 +30,7 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
     if not 0 <= successes <= trials:
         raise ValueError(f"clopper_pearson needs 0 <= successes <= trials; got {successes} of {trials}.")
     alpha = 1.0 - confidence
+    from scipy.stats import beta  # on use: importing scipy.stats takes about half a second
     lower = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
     upper = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
     return lower, upper
@@ -48,6 +48,7 @@ def clopper_pearson_lower(successes: int, trials: int, confidence: float = 0.95)
         raise ValueError(f"clopper_pearson_lower needs 0 <= successes <= trials; got {successes} of {trials}.")
     if successes == 0:
         return 0.0
+    from scipy.stats import beta  # on use: importing scipy.stats takes about half a second
     return float(beta.ppf(1.0 - confidence, successes, trials - successes + 1))
 
 

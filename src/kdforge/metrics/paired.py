@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom, norm
 
 METHOD = "exact McNemar (two-sided binomial test on discordant rows, summed over seeds)"
 POWER_METHOD = "Connor (1987) normal approximation for McNemar's test"
@@ -35,6 +34,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     n = a_only + b_only
     if n == 0:
         return 1.0
+    from scipy.stats import binom  # on use: importing scipy.stats takes about half a second
     return float(min(1.0, 2.0 * binom.cdf(min(a_only, b_only), n, 0.5)))
 
 
@@ -47,6 +47,7 @@ def mcnemar_rows_needed(discordant_rate: float, gap: float, alpha: float = 0.05,
     if gap == 0.0 or discordant_rate <= 0.0:
         return None
     psi = max(discordant_rate, gap)  # the discordant share is at least the gap it produces
+    from scipy.stats import norm  # on use: importing scipy.stats takes about half a second
     root = norm.ppf(1 - alpha / 2) * math.sqrt(psi) + norm.ppf(power) * math.sqrt(max(psi - gap**2, 0.0))
     return math.ceil(root**2 / gap**2 - 1e-9)
 

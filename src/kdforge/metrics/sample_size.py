@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scipy.stats import beta
-
 
 def _check_eps_delta(epsilon: float, delta: float, owner: str) -> None:
     if not 0.0 < epsilon < 1.0:
@@ -43,6 +41,7 @@ def disagreement_upper_bound(disagreements: int, n: int, delta: float) -> float:
         raise ValueError(f"The 'delta' parameter of disagreement_upper_bound must be in (0, 1). Got {delta!r}.")
     if disagreements == n:
         return 1.0
+    from scipy.stats import beta  # on use: importing scipy.stats takes about half a second
     return float(beta.ppf(1.0 - delta, disagreements + 1, n - disagreements))
 
 
@@ -69,6 +68,7 @@ def exact_sample_size(epsilon: float, delta: float, rate: float = 0.0) -> int | 
 
     def certified(n: int) -> bool:
         k = rate * n  # real-valued count: a planning estimate, monotone in n
+        from scipy.stats import beta  # on use: importing scipy.stats takes about half a second
         return float(beta.ppf(1.0 - delta, k + 1.0, n - k)) <= epsilon
 
     low = math.ceil(math.log(delta) / math.log1p(-epsilon) - 1e-9)

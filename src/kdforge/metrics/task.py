@@ -34,3 +34,14 @@ def perplexity(total_nll: float, tokens: int) -> float:
     if tokens <= 0:
         raise ValueError("perplexity: no counted tokens (every label is -100); evaluate on non-empty text.")
     return math.exp(total_nll / tokens)
+
+
+def bits_per_byte(total_nll: float, total_bytes: int) -> float:
+    """Summed next-token negative log-likelihood (nats, `token_nll`) in bits per UTF-8 byte of the text the
+    tokens cover. Unlike perplexity it does not depend on how the text was cut into tokens, so models with
+    different tokenizers (a teacher and its cross-tokenizer student) compare on the same held-out text."""
+    import math
+
+    if total_bytes <= 0:
+        raise ValueError("bits_per_byte: the text covers no bytes; evaluate on non-empty text.")
+    return total_nll / math.log(2) / total_bytes

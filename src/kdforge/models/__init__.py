@@ -52,6 +52,9 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         from kdforge.models.hf import build_from_config
 
         model = build_from_config(spec.removeprefix("hf_config:"), args, where)
+    elif spec.startswith("served:"):  # kdforge.llm.served: the application builds it, for a teacher's cache only
+        raise RecipeError(f"{where}.model: a served model ({spec}) can only be the teacher that builds a cache "
+                          "(recipe.teacher.model with teacher.cache); give this model a factory or a path.")
     elif spec.startswith(OBJECT_PREFIX):  # saved from a module the Python API was given
         raise KDForgeError(
             f"{where}: {spec.removeprefix(OBJECT_PREFIX)} was given to kdforge as a Python object, so its folder "

@@ -10,8 +10,11 @@ from torch import Tensor, nn
 from kdforge.errors import KDForgeError
 
 
-def call_model(model: nn.Module, batch: Mapping[str, Tensor], inputs: list[str]) -> Any:
-    """One input key is passed positionally (`model(x)`), several as keywords (`model(input_ids=..., ...)`)."""
+def call_model(model: nn.Module, batch: Mapping[str, Tensor], inputs: list[str] | Mapping[str, str]) -> Any:
+    """One input key is passed positionally (`model(x)`), several as keywords (`model(input_ids=..., ...)`); a
+    mapping {forward argument: batch key} passes each batch key under its argument's name."""
+    if isinstance(inputs, Mapping):
+        return model(**{argument: batch[key] for argument, key in inputs.items()})
     if len(inputs) == 1:
         return model(batch[inputs[0]])
     return model(**{key: batch[key] for key in inputs})
@@ -20,6 +23,8 @@ def call_model(model: nn.Module, batch: Mapping[str, Tensor], inputs: list[str])
 def logits_of(output: Any) -> Tensor:
     """A tensor as is; `.logits` of a transformers ModelOutput or a dict; else the first element of a tuple."""
     if isinstance(output, Tensor):
+        return output
+    if getattr(output, "is_linear_head", False):  # hidden states + output weight: a fused loss makes the logits
         return output
     if isinstance(output, Mapping) and "logits" in output:
         return output["logits"]

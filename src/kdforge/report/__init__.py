@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdforge import io
 from kdforge.errors import one_line
+from kdforge.llm.cross_data import is_paired
 from kdforge.report.header import REPORT_VERSION, method_metrics, run_header  # noqa: F401
 from kdforge.report.html import render_html
 from kdforge.report.markdown import render_markdown
@@ -79,7 +80,7 @@ def summarise(results: dict[int, ModelResult], extras: dict[int, dict[str, float
         "params": per_seed[0]["params"],
         "per_seed": per_seed,
     }
-    for key in ("kl", "js", "probability_loyalty", "ece"):
+    for key in ("kl", "js", "probability_loyalty", "ece", "bits_per_byte"):
         if all(key in m for m in per_seed):
             summary[key] = _mean([m[key] for m in per_seed])
     if all("accuracy_last" in m for m in per_seed):  # `select: best`: the last step's figures beside the best
@@ -124,7 +125,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         report = build_embedding_report(out_dir, recipe, data, teacher, students, env, teacher_model, opts)
         return _write_files(out_dir, report)
     evaluation, evaluation_error = None, None
-    if teacher_model is not None:
+    if teacher_model is not None and is_paired(data.test):
+        evaluation_error = ("not run: teacher and student use different tokenizers, so their distributions cannot be "
+                            "compared entry by entry; see bits per byte and the agreement at aligned span ends")
+    elif teacher_model is not None:
         try:
             evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
         except Exception as exc:  # noqa: BLE001 - a finished run keeps its basic report whatever happens here

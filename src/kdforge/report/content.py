@@ -47,6 +47,14 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
     )]
     if scratch and "kd_gain_test" in report:  # the verdict comes from the paired test, never from the gap alone
         fidelity.append(("p", kd_verdict(report["kd_gain_test"])))
+    if "bits_per_byte" in student:  # causal LMs: tokenizer-independent, so models with other tokenizers compare
+        bpb = [f"{name} {m['bits_per_byte']:.4f}" for name, m in
+               (("teacher", teacher), ("scratch student", scratch or {}), ("distilled student", student))
+               if "bits_per_byte" in m]
+        fidelity.append(("p", "Held-out bits per byte (summed next-token NLL in bits over the UTF-8 bytes of the "
+                              f"test text; lower is better, whatever the tokenizer): {', '.join(bpb)}."))
+    if "evaluation_error" in report:
+        fidelity.append(("p", f"Detailed fidelity sections: {report['evaluation_error']}."))
     if "accuracy_last" in student:  # `select: best`: the kept step beside the last one, seed by seed
         summary += _best_vs_last_blocks(student, scratch)
     if "student_init" in report:

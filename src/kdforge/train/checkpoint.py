@@ -4,6 +4,11 @@ A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding the module weights
 optimizer and scheduler state (a torch file read back with `weights_only=True`), the RNG states and the
 loop state (JSON), and a manifest with the SHA-256 of each file. It is written under a temporary name and
 renamed into place; `checkpoints/latest` (itself written atomically) names the newest complete one.
+
+Under FSDP (`save_sharded_checkpoint`) the module, optimizer and best weights go into `sharded/` instead,
+written by every process with `torch.distributed.checkpoint` (each its own shards, no gather); the scheduler
+state is `scheduler.pt`, the RNG states are every process's, and the manifest says `layout: fsdp` and the
+number of processes, which a resumed run must match.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from kdforge import io
-from kdforge.errors import TrainingError
+from kdforge.errors import KDForgeError, TrainingError
 from kdforge.models import load_state_into
 
 CHECKPOINT_FORMAT = "kdforge-checkpoint"
@@ -108,6 +113,129 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
     return final
 
 
+SHARDED_LAYOUT = "fsdp"
+
+
+def _start(folder: Path, step: int) -> Path:
+    """The temporary folder of the checkpoint for `step`, with the leftovers of interrupted writes removed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        io.remove_stale_temps(folder)
+        tmp = folder / f".step-{step:08d}{io.TEMP_SUFFIX}"
+        tmp.mkdir()
+        return tmp
+    except OSError as exc:
+        raise io.os_error(exc, folder) from None
+
+
+def _finish(folder: Path, tmp: Path, step: int, manifest: dict[str, Any], keep: int) -> Path:
+    """Checksum every file, rename the folder into place, point `latest` at it and prune older ones."""
+    final = folder / f"step-{step:08d}"
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {**manifest, "files": {str(p.relative_to(tmp)): io.sha256_file(p) for p in files}}
+    io.write_json(tmp / "manifest.json", manifest)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    io.write_text(folder / "latest", final.name + "\n")
+    for old in sorted(folder.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _all_rng_states() -> dict[str, torch.Tensor]:
+    """Every process's tensor RNG states, as `rank<r>/<name>` (collective: dropout draws differ per process)."""
+    tensors, _ = _rng_state()
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, tensors)
+    return {f"rank{rank}/{name}": value for rank, states in enumerate(gathered) for name, value in states.items()}
+
+
+def save_sharded_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                            state: LoopState, best_weights: dict[str, torch.Tensor] | None, keep: int = 1) -> Path:
+    """`save_checkpoint` for a module sharded with FSDP2; every process calls it. Each process writes its own
+    shards of the module, the optimizer state and the best weights (`torch.distributed.checkpoint`); the main
+    process writes the rest and renames the folder into place once all shards are written."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    main = io.is_writer()
+    tmp = folder / f".step-{state.step:08d}{io.TEMP_SUFFIX}"
+    failed: list[Any] = [None]
+    if main:
+        try:
+            tmp = _start(folder, state.step)
+            (tmp / "sharded").mkdir()
+        except Exception as exc:  # noqa: BLE001 - sent to every process below, then raised
+            failed = [exc if isinstance(exc, KDForgeError) else TrainingError(f"checkpoint {str(folder)!r}: {exc}")]
+    torch.distributed.broadcast_object_list(failed, src=0)  # also the barrier: the folder exists for every process
+    if failed[0] is not None:
+        raise failed[0]
+    model_state, optim_state = get_state_dict(module, optimizer)
+    payload: dict[str, Any] = {"model": model_state, "optim": optim_state}
+    if best_weights is not None:
+        payload["best"] = best_weights
+    dcp.save(payload, checkpoint_id=tmp / "sharded")  # returns once every process's shards are written
+    rng = _all_rng_states()
+    if not main:
+        return folder / f"step-{state.step:08d}"
+    try:
+        io.write_torch(tmp / "scheduler.pt", {"scheduler": scheduler.state_dict()})
+        io.save_tensors(tmp / "rng.safetensors", rng)
+        io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": _rng_state()[1],
+                                           "best": best_weights is not None})
+        return _finish(folder, tmp, state.step, {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": state.step,
+            "layout": SHARDED_LAYOUT, "world_size": torch.distributed.get_world_size()}, keep)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise io.os_error(exc, folder / f"step-{state.step:08d}") from None
+        raise
+
+
+def _check_layout(path: Path, manifest: dict[str, Any], sharded: bool) -> None:
+    """A checkpoint is resumed the way it was written: sharded over as many processes, or whole."""
+    layout, world = manifest.get("layout"), manifest.get("world_size")
+    if sharded and layout != SHARDED_LAYOUT:
+        raise TrainingError(f"checkpoint {str(path)!r} was written by a run without FSDP; resume it the same way "
+                            "(without the FSDP accelerate config), or restart without --resume.")
+    if not sharded and layout == SHARDED_LAYOUT:
+        raise TrainingError(f"checkpoint {str(path)!r} holds FSDP shards of {world} processes; resume it under the "
+                            "same FSDP launch, or restart without --resume.")
+    if sharded and world != torch.distributed.get_world_size():
+        raise TrainingError(f"checkpoint {str(path)!r} holds FSDP shards of {world} processes, this run has "
+                            f"{torch.distributed.get_world_size()}; resume with {world} processes, or restart without "
+                            "--resume.")
+
+
+def load_sharded_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                            ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
+    """Restore a `save_sharded_checkpoint` into the sharded module and its optimizer; every process calls it and
+    reads its own shards. Returns the loop state and the best weights (sharded like the module)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    _check_layout(path, verify_checkpoint(path), sharded=True)
+    where = f"checkpoint {str(path)!r}"
+    saved = json.loads((path / "state.json").read_text())
+    model_state, optim_state = get_state_dict(module, optimizer)
+    payload: dict[str, Any] = {"model": model_state, "optim": optim_state}
+    if saved.get("best"):
+        payload["best"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    dcp.load(payload, checkpoint_id=path / "sharded")
+    set_state_dict(module, optimizer, model_state_dict=payload["model"], optim_state_dict=payload["optim"])
+    try:
+        optim = torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refuses anything but plain data
+        raise TrainingError(f"{where}: scheduler.pt holds something other than plain data, so it was not loaded "
+                            f"({type(exc).__name__}). Restart the run without --resume.") from None
+    scheduler.load_state_dict(optim["scheduler"])
+    prefix = f"rank{torch.distributed.get_rank()}/"
+    rng = io.load_weights_file(path / "rng.safetensors", where)
+    _set_rng_state({k.removeprefix(prefix): v for k, v in rng.items() if k.startswith(prefix)}, saved["rng"])
+    return LoopState(**saved["loop"]), payload.get("best")
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     pointer = folder / "latest"
     if not pointer.is_file():
@@ -142,7 +270,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
 def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
     """Restore module, optimizer, scheduler and RNG states; returns the loop state and best weights."""
-    verify_checkpoint(path)
+    _check_layout(path, verify_checkpoint(path), sharded=False)
     where = f"checkpoint {str(path)!r}"
     load_state_into(module, io.load_weights_file(path / "module.safetensors", where), where)
     try:

@@ -37,3 +37,4 @@ class LoopConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss stops the run, or its step is skipped and counted
     max_nonfinite: int = 10  # nonfinite: skip stops the run after this many skipped steps
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None  # for the caller's Accelerator; None: as launched
+    activation_checkpointing: bool = False  # recompute the student's blocks' activations in backward (less memory)

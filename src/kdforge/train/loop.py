@@ -5,6 +5,9 @@ the teacher side (online, cached, or none for plain training), the step function
 (which terms count at a step). Checkpoints make it resumable exactly; they are written by time and by events
 (every `checkpoint_minutes`, every `checkpoint_every` steps when set, at the end, before an early stop and on
 SIGTERM/SIGINT), not per epoch, so a run of many short epochs does not spend its time writing them.
+
+Launched with an FSDP config, the same loop shards the module and an online teacher with FSDP2 (`train.sharding`),
+writes sharded checkpoints, and gives the modules back whole at the end; otherwise Accelerate replicates them (DDP).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
@@ -30,13 +33,24 @@ from kdforge import io
 from kdforge.data.tensors import iterate_batches, num_batches
 from kdforge.errors import TrainingError
 from kdforge.losses.protocols import StepFn, TeacherSource
-from kdforge.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from kdforge.train import sharding
+from kdforge.train.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from kdforge.train.config import LoopConfig
 from kdforge.train.divergence import last_finite_checkpoint
-from kdforge.train.module import standard_step
+from kdforge.train.module import OnlineTeacher, standard_step
 from kdforge.train.optim import make_optimizer, make_scheduler
 from kdforge.train.schedule import TermSchedule
 from kdforge.types import Batch, TensorData
+
+if TYPE_CHECKING:  # the caller brings the Accelerator; importing the loop need not load accelerate
+    from accelerate import Accelerator
 
 logger = logging.getLogger("kdforge")
 
@@ -197,7 +211,11 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
     """Train `job.module` for `job.total_steps` optimizer steps; resume from the latest checkpoint if asked."""
     cfg, module = job.config, job.module
     schedule = job.schedule or TermSchedule(module.loss.terms)
-    _check_layout(job, accelerator)
+    plan = _check_layout(job, accelerator)  # None: replicated (one process, DDP); else FSDP2
+    recompute_off = (sharding.activation_checkpointing(module.student, plan.block_classes if plan else (), job.where)
+                     if cfg.activation_checkpointing else None)
+    if plan is not None:  # in place, before the optimizer sees the parameters: it holds each process's shards
+        sharding.shard_trained(module, plan, accelerator.device)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"{job.name}: nothing to train (no parameter requires grad).")
@@ -206,11 +224,18 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
     state, best_weights = LoopState(), None
     ckpt_dir = job.out_dir / "checkpoints"
     if resume and (path := latest_checkpoint(ckpt_dir)) is not None:
-        state, best_weights = load_checkpoint(path, module, optimizer, scheduler)
+        load = load_checkpoint if plan is None else load_sharded_checkpoint
+        state, best_weights = load(path, module, optimizer, scheduler)
         logger.info("%s: resumed from %s (step %d)", job.name, path, state.step)
-    prepared, optimizer = accelerator.prepare(module, optimizer)
+    if plan is None:
+        prepared, optimizer = accelerator.prepare(module, optimizer)
+    else:
+        prepared = module
     stepper = _plain_optimizer(accelerator, optimizer)
-    if job.teacher is not None:
+    sharded_teacher = plan is not None and isinstance(job.teacher, OnlineTeacher)
+    if sharded_teacher:
+        sharding.shard_frozen(job.teacher.model, plan, accelerator.device)
+    elif job.teacher is not None:
         job.teacher.prepare(accelerator)
     main = accelerator.is_main_process
     steps_per_epoch = max(1, num_batches(len(job.data), cfg.batch_size) // cfg.grad_accum)
@@ -222,7 +247,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
     log = _Log(job.out_dir / "log.jsonl", state, enabled=main)
     started, stopped_early = time.perf_counter(), False
     last_checkpoint = _clock()
-    train_keys: dict[str, str] = {}  # term -> its log key, built once
+    train_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # the step's terms -> their log keys
     prepared.train()
     with _progress(cfg.progress and main) as bar, _Interrupts() as interrupts:
         task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
@@ -244,8 +269,11 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                     accelerator.backward(loss)
                 # one device sync per micro-batch for all terms, not one per term
                 values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
-                for key, value in zip(terms, values, strict=True):
-                    sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+                if cfg.grad_accum == 1:  # the usual case: the values as they are, no Python loop over the terms
+                    sums = dict(zip(terms, values, strict=True))
+                else:
+                    for key, value in zip(terms, values, strict=True):
+                        sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
             if accelerator.num_processes > 1:
                 sums = _global_mean(accelerator, sums, rows)
             if not math.isfinite(sums["loss"]):
@@ -258,20 +286,24 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
             else:
                 for p in frozen:  # progressive transfer: layers below the current stage stay put
                     p.grad = None
-                if cfg.grad_clip is not None:
+                if cfg.grad_clip is not None and plan is not None:  # over the shards: one global norm
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                elif cfg.grad_clip is not None:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 stepper.step()
                 scheduler.step()
                 stepper.zero_grad(set_to_none=True)
                 state.step += 1
                 record = {"step": state.step, "epoch": state.step / steps_per_epoch, "lr": scheduler.get_last_lr()[0]}
-                for k, v in sums.items():
-                    record[train_keys.get(k) or train_keys.setdefault(k, f"train/{k}")] = v
+                names = tuple(sums)  # the log keys of a set of terms are built once, not per term per step
+                keys = train_keys.get(names) or train_keys.setdefault(names, tuple(f"train/{k}" for k in names))
+                record.update(zip(keys, sums.values(), strict=True))
                 log.write(record)
             if not bar.disable:
                 bar.update(task, advance=1, info=f"loss {sums['loss']:.4f}")
             if job.validate is not None and (state.step % eval_every == 0 or state.step == job.total_steps):
-                stopped_early, best_weights = _evaluate(job, accelerator, prepared, state, best_weights, log)
+                stopped_early, best_weights = _evaluate(job, accelerator, prepared, state, best_weights, log,
+                                                        sharded=plan is not None)
             due = (state.step == job.total_steps or stopped_early
                    or (cfg.checkpoint_every is not None and state.step % cfg.checkpoint_every == 0))
             due, interrupted = _agree(accelerator, [due or _clock() - last_checkpoint >= ckpt_seconds,
@@ -279,6 +311,10 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
             if due or interrupted:
                 if main:
                     state.log_bytes = log.flush()
+                if plan is not None:  # every process writes its shards
+                    save_sharded_checkpoint(ckpt_dir, prepared, optimizer, scheduler, state, best_weights,
+                                            keep=cfg.keep_checkpoints)
+                elif main:
                     save_checkpoint(ckpt_dir, accelerator.unwrap_model(prepared), optimizer, scheduler, state,
                                     best_weights, keep=cfg.keep_checkpoints)
                 accelerator.wait_for_everyone()
@@ -289,27 +325,50 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                                job.name, state.step)
                 interrupts.deliver()
     log.close()
-    final = accelerator.unwrap_model(prepared)
-    last_weights = None
-    if cfg.select == "best" and best_weights is not None:
-        last_weights = {k: v.detach().clone().cpu() for k, v in final.state_dict().items()}
-        final.load_state_dict(best_weights)
+    if recompute_off is not None:
+        recompute_off()
+    if plan is not None:
+        last_weights = _release(module, best_weights if cfg.select == "best" else None)
+        if sharded_teacher:
+            sharding.release(job.teacher.model)
+            job.teacher.model.eval()
+    else:
+        final = accelerator.unwrap_model(prepared)
+        last_weights = None
+        if cfg.select == "best" and best_weights is not None:
+            last_weights = {k: v.detach().clone().cpu() for k, v in final.state_dict().items()}
+            final.load_state_dict(best_weights)
     return TrainSummary(state.step, state.best_step, stopped_early, state.evals, time.perf_counter() - started,
                         last_weights, state.nonfinite_skipped)
 
 
-def _check_layout(job: TrainJob, accelerator: Accelerator) -> None:
-    """Refuse sharded training (FSDP, DeepSpeed, Megatron) up front: checkpoints, validation and saved models
-    read whole weights on the main process, which a sharded model does not hold; it would hang or save one shard."""
+def _check_layout(job: TrainJob, accelerator: Accelerator) -> sharding.ShardingPlan | None:
+    """The FSDP2 plan when the launch asked for FSDP on several processes (one process trains unsharded), else
+    None; DeepSpeed and Megatron are refused up front (their engines own the model, the loop and checkpoints)."""
     from accelerate.utils import DistributedType
 
-    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-    if accelerator.distributed_type in sharded:
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
         raise TrainingError(
             f"{job.name}: accelerate is set up for {accelerator.distributed_type.value}, which kdforge's training "
-            "loop does not support yet (it checkpoints and validates whole weights). Use data parallel (DDP): "
-            "accelerate launch --config_file examples/accelerate/ddp.yaml, or torchrun (see docs/reliability.md)."
+            "loop does not support; use FSDP2 (accelerate launch --config_file examples/accelerate/fsdp.yaml) or "
+            "DDP (examples/accelerate/ddp.yaml), see docs/llm.md."
         )
+    plan = sharding.requested_plan(accelerator, job.where)
+    if plan is not None and accelerator.num_processes == 1:
+        logger.info("%s: FSDP asked for with one process: training unsharded.", job.name)
+        return None
+    return plan
+
+
+def _release(module: nn.Module, best_weights: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    """After FSDP training: the module whole and plain again on every process (with the best weights when kept);
+    returns the last weights when the best replaced them (`TrainSummary.last_weights`)."""
+    last = None
+    if best_weights is not None:
+        last = sharding.full_state(module)
+        sharding.load_snapshot(module, best_weights)
+    sharding.release(module)
+    return last
 
 
 def _global_rows(n: int, batch_size: int, batch_number: int) -> int:
@@ -364,14 +423,23 @@ def _plain_optimizer(accelerator: Accelerator, optimizer: torch.optim.Optimizer)
 
 
 def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, state: LoopState,
-              best_weights: dict[str, Tensor] | None, log: _Log) -> tuple[bool, dict[str, Tensor] | None]:
+              best_weights: dict[str, Tensor] | None, log: _Log, sharded: bool = False
+              ) -> tuple[bool, dict[str, Tensor] | None]:
     """Validate, track the best value of `monitor` (maximised; a loss or mse minimised), and say whether
-    patience ran out. A tie goes to the lower `val/loss`, then to the later step (see `_loss_tie_won`)."""
+    patience ran out. A tie goes to the lower `val/loss`, then to the later step (see `_loss_tie_won`).
+
+    Every process runs the validation forward (a sharded student needs them all); the main process's metrics
+    are sent to all, so the best step and early stopping are decided alike everywhere. Under FSDP the best
+    weights are kept as each process's shards."""
     cfg = job.config
-    unwrapped = accelerator.unwrap_model(prepared)
+    unwrapped = prepared if sharded else accelerator.unwrap_model(prepared)
     prepared.eval()
     metrics = job.validate(unwrapped.student)
     prepared.train()
+    if accelerator.num_processes > 1:
+        shared = [metrics]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        metrics = shared[0]
     state.evals.append({"step": state.step, **metrics})
     log.write({"step": state.step, **metrics})
     if cfg.monitor not in metrics:
@@ -382,7 +450,9 @@ def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, stat
     improved = state.best_value is None or value > state.best_value
     if improved or (value == state.best_value and _loss_tie_won(state, metrics)):
         state.best_value, state.best_step = value, state.step
-        if cfg.select == "best":
+        if cfg.select == "best" and sharded:
+            best_weights = sharding.snapshot(unwrapped)
+        elif cfg.select == "best":
             best_weights = {k: v.detach().clone().cpu() for k, v in unwrapped.state_dict().items()}
     state.evals_since_best = 0 if improved else state.evals_since_best + 1  # patience counts the monitor only
     return cfg.patience is not None and state.evals_since_best >= cfg.patience, best_weights

@@ -22,7 +22,7 @@ __all__ = ["Closable", "DistillModule", "OnlineTeacher", "StepFn", "TeacherSourc
 
 def targets_of(batch: Mapping[str, Tensor]) -> Targets:
     return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"),
-                   tokens=batch.get("attention_mask"))
+                   tokens=batch.get("attention_mask"), batch=batch)
 
 
 class Closable:
@@ -53,10 +53,14 @@ class OnlineTeacher(Closable):
     def prepare(self, accelerator) -> None:
         self.model = accelerator.prepare_model(self.model, evaluation_mode=True)
 
-    @torch.no_grad()
     def __call__(self, batch: Batch) -> Outputs:
-        with self.capture:
-            logits = logits_of(call_model(self.model, batch, self.inputs))
+        # A plain no_grad block: the decorator form builds a new context object per call (a step's cost on a
+        # tiny model); without taps the capture block is skipped, it would only record nothing.
+        with torch.no_grad():
+            if not self.capture.taps:
+                return Outputs(logits=logits_of(call_model(self.model, batch, self.inputs)))
+            with self.capture:
+                logits = logits_of(call_model(self.model, batch, self.inputs))
         return Outputs(logits=logits, features=dict(self.capture.features))
 
     def close(self) -> None:
@@ -84,11 +88,19 @@ class DistillModule(Closable, nn.Module):
         self.inputs = inputs
         self.taps = dict(taps or {})
         self.capture = Capture(student, self.taps, owner="student", where=where)
+        # Decided once: most losses read no extra views, and asking every term at every step costs a tiny
+        # model's step a few percent (the terms a schedule activates are asked only when one can want views).
+        self._may_want_views = any(term.student_views for term in loss.terms.values())
 
     def _student_outputs(self, batch: Batch) -> Outputs:
-        with self.capture:
-            logits = logits_of(call_model(self.student, batch, self.inputs))
-        features = dict(self.capture.features)
+        if not self.taps:
+            logits, features = logits_of(call_model(self.student, batch, self.inputs)), {}
+        else:
+            with self.capture:
+                logits = logits_of(call_model(self.student, batch, self.inputs))
+            features = dict(self.capture.features)
+        if not self._may_want_views:
+            return Outputs(logits=logits, features=features)
         # Extra passes in train mode draw new dropout masks: the "views" SD-Dropout compares.
         views = [logits_of(call_model(self.student, batch, self.inputs)) for _ in range(self.loss.student_views)]
         return Outputs(logits=logits, features=features, views=views)
