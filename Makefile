@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 export OMP_WAIT_POLICY ?= PASSIVE
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test install install-test lint clean
+.PHONY: demo test test-slow install install-test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install-test
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# The multi-process and end-to-end tests (FSDP/DDP under torchrun, kill -9 and resume): about 2 minutes.
+test-slow: install-test
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
 
 lint: install-test
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check src tests benchmarks
