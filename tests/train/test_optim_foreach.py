@@ -1,19 +1,23 @@
-"""The loop's optimizers use torch's multi-tensor (foreach) kernels, with the per-parameter loop's exact results."""
+"""The loop's optimizers: torch's fused kernels where torch has them (within float rounding of the
+per-parameter loop), else the multi-tensor (foreach) kernels (equal to it bit for bit)."""
 
 import pytest
 import torch
 
+from kdforge.train import optim
 from kdforge.train.config import LoopConfig
 from kdforge.train.optim import make_optimizer
 
+NAMES = ["adam", "adamw", "sgd"]
 
-def train(cfg: LoopConfig, foreach: bool | None) -> list[torch.Tensor]:
+
+def train(cfg: LoopConfig, kernel: dict[str, bool] | None) -> list[torch.Tensor]:
+    """25 steps on a fixed problem; `kernel` overrides the implementation the optimizer was built with."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     optimizer = make_optimizer(cfg, model.parameters())
-    if foreach is not None:
-        for group in optimizer.param_groups:
-            group["foreach"] = foreach
+    for group in optimizer.param_groups:
+        group.update(kernel or {})
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
     for _ in range(25):
         optimizer.zero_grad()
@@ -22,9 +26,32 @@ def train(cfg: LoopConfig, foreach: bool | None) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
-def test_foreach_optimizer_equals_the_per_parameter_loop_bit_for_bit(name):
-    cfg = LoopConfig(optimizer=name, lr=0.01, weight_decay=0.01)
-    assert all(g["foreach"] for g in make_optimizer(cfg, [torch.nn.Parameter(torch.ones(2))]).param_groups)
-    for a, b in zip(train(cfg, None), train(cfg, False), strict=True):
+def _cfg(name: str) -> LoopConfig:
+    return LoopConfig(optimizer=name, lr=0.01, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_fused_kernel_is_used_on_cpu_and_matches_the_per_parameter_loop(name):
+    cfg = _cfg(name)
+    assert all(g["fused"] for g in make_optimizer(cfg, [torch.nn.Parameter(torch.ones(2))]).param_groups)
+    per_parameter = train(cfg, {"fused": False, "foreach": False})
+    for a, b in zip(train(cfg, None), per_parameter, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_without_a_fused_kernel_the_foreach_kernel_equals_the_loop_bit_for_bit(name, monkeypatch):
+    built = optim._optimizer
+
+    def no_fused(cfg, params, kernel):  # what an older torch says on CPU
+        if kernel.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices: ['cuda']")
+        return built(cfg, params, kernel)
+
+    monkeypatch.setattr(optim, "_optimizer", no_fused)
+    cfg = _cfg(name)
+    groups = make_optimizer(cfg, [torch.nn.Parameter(torch.ones(2))]).param_groups
+    assert all(g["foreach"] and not g.get("fused") for g in groups)
+    for a, b in zip(train(cfg, None), train(cfg, {"foreach": False}), strict=True):
         assert torch.equal(a, b)
