@@ -432,7 +432,8 @@ def _evaluate(job: TrainJob, accelerator: Accelerator, prepared: nn.Module, stat
     are sent to all, so the best step and early stopping are decided alike everywhere. Under FSDP the best
     weights are kept as each process's shards."""
     cfg = job.config
-    unwrapped = prepared if sharded else accelerator.unwrap_model(prepared)
+    # DDP's wrapper holds the module; `unwrap_model` would also look for DeepSpeed on disk at every evaluation
+    unwrapped = prepared if sharded else getattr(prepared, "module", prepared)
     prepared.eval()
     metrics = job.validate(unwrapped.student)
     prepared.train()
