@@ -1,4 +1,5 @@
-"""Token-level KD under torchrun with 2 CPU processes (gloo) matches one process with the same global batch."""
+"""Token-level KD under torchrun with 2 CPU processes (gloo) matches one process with the same global batch, to
+float32 rounding."""
 
 import json
 import os
@@ -34,6 +35,10 @@ def test_two_processes_match_one(tmp_path):
         assert json.loads((tmp_path / folder / "world.json").read_text())["world_size"] == size
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 4
-    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) < 1e-4, (a, b)
+    # each process's token mean weighted by its share of the global batch's counted tokens: the one-process
+    # objective, to float32 rounding (rows with cut texts and short ones split unevenly in tokens)
+    losses = max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True))
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
-    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+    weights = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    print(f"max |loss diff| {losses:.2g}, max |weight diff| {weights:.2g}")
+    assert losses < 1e-6 and weights < 1e-5, (a, b, weights)

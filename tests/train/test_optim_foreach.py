@@ -55,3 +55,39 @@ def test_without_a_fused_kernel_the_foreach_kernel_equals_the_loop_bit_for_bit(n
     assert all(g["foreach"] and not g.get("fused") for g in groups)
     for a, b in zip(train(cfg, None), train(cfg, {"foreach": False}), strict=True):
         assert torch.equal(a, b)
+
+
+_SHARDED_STEP = """
+import os, sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from kdforge.train.config import LoopConfig
+from kdforge.train.optim import make_optimizer
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("gloo", rank=0, world_size=1)
+for name in ("adam", "adamw", "sgd"):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    fully_shard(model)
+    optimizer = make_optimizer(LoopConfig(optimizer=name, lr=0.1, momentum=0.9), model.parameters())
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    print(name, "fused" if optimizer.param_groups[0].get("fused") else "foreach")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="needs torch.distributed with gloo")
+def test_every_optimizer_steps_on_fsdp2_shards(tmp_path):
+    """torch shards the fused Adam/AdamW kernels but not fused SGD's, which fails only at the first step."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-c", _SHARDED_STEP, str(port)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["adam", "fused", "adamw", "fused", "sgd", "foreach"]

@@ -10,7 +10,6 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from kdforge.types import IGNORE_INDEX  # noqa: F401  (re-exported: losses name it from here)

@@ -38,10 +38,19 @@ def _gkd_term(module: nn.Module) -> GKDLoss:
     return found[0]
 
 
+def _lockstep() -> bool:
+    """Generate in lockstep (transformers' `synced_gpus`) when several processes train together: under FSDP
+    every forward gathers weights from all processes, so a process whose rows all ended (EOS, or a narrower
+    batch) keeps running forward passes until every process is done, instead of leaving the others waiting."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 @torch.no_grad()
 def student_rollouts(student: nn.Module, batch: Batch, prompt_len: int, temperature: float, seed: int) -> Batch:
     """The batch's first `prompt_len` tokens continued by the student (sampling) to the batch's length, as
-    causal-LM rows whose labels count only the generated tokens; `index` is kept."""
+    causal-LM rows whose labels count only the generated tokens; `index` is kept. With several processes they
+    generate in lockstep (`_lockstep`)."""
     ids = batch["input_ids"]
     width = ids.shape[1]
     prompts = ids[:, :prompt_len]
@@ -53,7 +62,7 @@ def student_rollouts(student: nn.Module, batch: Batch, prompt_len: int, temperat
             torch.manual_seed(seed)
             out = student.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
                                    temperature=temperature, top_k=0, max_new_tokens=width - prompt_len,
-                                   eos_token_id=EOS, pad_token_id=PAD)
+                                   eos_token_id=EOS, pad_token_id=PAD, synced_gpus=_lockstep())
     finally:
         student.train(was_training)
     rows = torch.full_like(ids, PAD)

@@ -44,7 +44,7 @@ from kdforge.train.checkpoint import (
 )
 from kdforge.train.config import LoopConfig
 from kdforge.train.divergence import last_finite_checkpoint
-from kdforge.train.module import OnlineTeacher, standard_step
+from kdforge.train.module import OnlineTeacher, counted_entries, standard_step
 from kdforge.train.optim import make_optimizer, make_scheduler
 from kdforge.train.schedule import TermSchedule
 from kdforge.types import Batch, TensorData
@@ -253,29 +253,30 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         task = bar.add_task(job.name, total=job.total_steps, completed=state.step, info="")
         while state.step < job.total_steps and not stopped_early:
             sums: dict[str, float] = {}
-            rows = 0
             frozen = schedule.apply(module, state.step)  # the terms that count now; layers a stage holds still
             for micro in range(cfg.grad_accum):
                 batch = _to_device(next(stream), accelerator.device)
-                local_rows = len(next(iter(batch.values())))
-                rows += local_rows
                 syncing = micro == cfg.grad_accum - 1
+                share = None
                 with contextlib.nullcontext() if syncing else accelerator.no_sync(prepared):
                     terms = job.step_fn(prepared, job.teacher, batch)
                     loss = terms["loss"] if cfg.grad_accum == 1 else terms["loss"] / cfg.grad_accum
-                    if accelerator.num_processes > 1:  # DDP averages over processes: weight each by its rows
-                        global_rows = _global_rows(len(job.data), cfg.batch_size, state.step * cfg.grad_accum + micro)
-                        loss = loss * (local_rows * accelerator.num_processes / global_rows)
+                    if accelerator.num_processes > 1:  # DDP and FSDP average over processes: weight each by its share
+                        share = _share(accelerator, getattr(module, "last_batch", None) or batch)
+                        loss = loss * (share * accelerator.num_processes).to(loss.dtype)
                     accelerator.backward(loss)
                 # one device sync per micro-batch for all terms, not one per term
                 values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+                if share is not None:  # this process's part of the global batch's means (all-reduced below)
+                    weight = share.item()
+                    values = [value * weight if weight else 0.0 for value in values]
                 if cfg.grad_accum == 1:  # the usual case: the values as they are, no Python loop over the terms
                     sums = dict(zip(terms, values, strict=True))
                 else:
                     for key, value in zip(terms, values, strict=True):
                         sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
             if accelerator.num_processes > 1:
-                sums = _global_mean(accelerator, sums, rows)
+                sums = _global_sum(accelerator, sums)
             if not math.isfinite(sums["loss"]):
                 bad = _nonfinite_step(job, state, sums, ckpt_dir)
                 stepper.zero_grad(set_to_none=True)
@@ -371,19 +372,30 @@ def _release(module: nn.Module, best_weights: dict[str, Tensor] | None) -> dict[
     return last
 
 
-def _global_rows(n: int, batch_size: int, batch_number: int) -> int:
-    """Rows in global batch number `batch_number` of the stream (`iterate_batches`: the last of an epoch is short)."""
-    position = batch_number % num_batches(n, batch_size)
-    return min(batch_size, n - position * batch_size)
+def process_share(local: Tensor, total: Tensor) -> Tensor:
+    """This process's share of a global micro-batch, from (counted entries, rows) here and summed over processes:
+    its counted entries over all of them, or its rows when no process has a counted entry.
+
+    A loss averaged over the counted entries (tokens) of n_p entries on process p, weighted by n_p / sum n, adds up
+    to the loss averaged over all entries of the global batch: several processes then optimise what one process
+    does with the same global batch (gradients equal up to float rounding), however unevenly the entries fall."""
+    counted = total[0] > 0
+    return torch.where(counted, local[0] / total[0].clamp_min(1), local[1] / total[1].clamp_min(1))
 
 
-def _global_mean(accelerator: Accelerator, sums: dict[str, float], rows: int) -> dict[str, float]:
-    """The loss terms over the whole global batch: each process's means weighted by its rows (one all-reduce),
-    so the logged curve, the non-finite check and early stopping agree on every process and with one process."""
-    local = torch.tensor([*(v * rows if rows else 0.0 for v in sums.values()), float(rows)], dtype=torch.float64,
-                         device=accelerator.device)
+def _share(accelerator: Accelerator, batch: Batch) -> Tensor:
+    """`process_share` of the batch the loss terms saw (one all-reduce of two numbers)."""
+    rows = len(next(iter(batch.values())))
+    local = torch.tensor([float(counted_entries(batch)), float(rows)], dtype=torch.float64, device=accelerator.device)
+    return process_share(local, accelerator.reduce(local, reduction="sum"))
+
+
+def _global_sum(accelerator: Accelerator, sums: dict[str, float]) -> dict[str, float]:
+    """The loss terms over the whole global batch from each process's share-weighted parts (one all-reduce), so the
+    logged curve, the non-finite check and early stopping agree on every process and with one process."""
+    local = torch.tensor(list(sums.values()), dtype=torch.float64, device=accelerator.device)
     total = accelerator.reduce(local, reduction="sum").tolist()
-    return {key: value / total[-1] for key, value in zip(sums, total[:-1], strict=True)}
+    return dict(zip(sums, total, strict=True))
 
 
 def _nonfinite_step(job: TrainJob, state: LoopState, sums: dict[str, float], ckpt_dir: Path) -> list[str]:

@@ -14,15 +14,29 @@ from torch import Tensor, nn
 from kdforge.capture import Capture
 from kdforge.losses.base import Outputs, Targets, WeightedSum
 from kdforge.losses.protocols import StepFn, TeacherSource
+from kdforge.losses.token_kd import counted_rows
 from kdforge.models.forward import call_model, logits_of
 from kdforge.types import Batch
 
-__all__ = ["Closable", "DistillModule", "OnlineTeacher", "StepFn", "TeacherSource", "standard_step", "targets_of"]
+__all__ = ["Closable", "DistillModule", "OnlineTeacher", "StepFn", "TeacherSource", "counted_entries", "standard_step",
+           "targets_of"]
 
 
 def targets_of(batch: Mapping[str, Tensor]) -> Targets:
     return Targets(labels=batch.get("labels"), mask=batch.get("mask"), index=batch.get("index"),
                    tokens=batch.get("attention_mask"), batch=batch)
+
+
+def counted_entries(batch: Mapping[str, Tensor]) -> Tensor:
+    """The number of entries a batch's loss averages over, as a 0-dim int64 tensor: for token rows (labels or
+    mask shaped (B, T)) the tokens that count (`Targets.mask` True and label not -100, as `token_kd` and `ce`
+    count them); for other batches the rows. Several processes weight their losses by their share of it."""
+    labels, mask = batch.get("labels"), batch.get("mask")
+    shape = next((t.shape for t in (labels, mask) if t is not None and t.dim() >= 2), None)
+    if shape is None:
+        return torch.tensor(len(next(iter(batch.values()))))
+    device = (labels if labels is not None else mask).device
+    return counted_rows(shape, Targets(labels=labels, mask=mask), device).sum()
 
 
 class Closable:
@@ -91,6 +105,9 @@ class DistillModule(Closable, nn.Module):
         # Decided once: most losses read no extra views, and asking every term at every step costs a tiny
         # model's step a few percent (the terms a schedule activates are asked only when one can want views).
         self._may_want_views = any(term.student_views for term in loss.terms.values())
+        # The batch the terms last saw (GKD's step swaps in student rollouts): several processes weight their
+        # losses by its counted entries (`counted_entries`); a reference, nothing is computed in one process.
+        self.last_batch: Batch | None = None
 
     def _student_outputs(self, batch: Batch) -> Outputs:
         if not self.taps:
@@ -106,6 +123,7 @@ class DistillModule(Closable, nn.Module):
         return Outputs(logits=logits, features=features, views=views)
 
     def forward(self, batch: Batch, teacher: Outputs) -> dict[str, Tensor]:
+        self.last_batch = batch
         return self.loss(self._student_outputs(batch), teacher, targets_of(batch))
 
     def close(self) -> None:

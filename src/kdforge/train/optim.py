@@ -12,15 +12,26 @@ from kdforge.train.config import LoopConfig
 
 
 def make_optimizer(cfg: LoopConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """torch's fused kernel where torch has one for these parameters (CPU and CUDA since torch 2.4, sharded
-    DTensors included): one kernel for the whole update, 2-3x faster than the per-parameter loop torch picks on
-    CPU, within float rounding of it (tests/train/test_optim_foreach.py). Elsewhere the multi-tensor (`foreach`)
-    implementation, whose results equal the per-parameter loop's bit for bit."""
+    """torch's fused kernel where torch has one for these parameters (CPU and CUDA since torch 2.4; Adam and
+    AdamW on FSDP2's sharded DTensors too, SGD not): one kernel for the whole update, 2-3x faster than the
+    per-parameter loop torch picks on CPU, within float rounding of it (tests/train/test_optim_foreach.py).
+    Elsewhere the multi-tensor (`foreach`) implementation, whose results equal that loop's bit for bit."""
     params = list(params)
+    if cfg.optimizer == "sgd" and _sharded(params):  # torch has no sharding rule for the fused SGD kernel
+        return _optimizer(cfg, params, {"foreach": True})
     try:
         return _optimizer(cfg, params, {"fused": True})
     except RuntimeError:  # no fused kernel for these parameters (an older torch on CPU, another device or dtype)
         return _optimizer(cfg, params, {"foreach": True})
+
+
+def _sharded(params: list[nn.Parameter]) -> bool:
+    """Some parameter is a DTensor (FSDP2's shards)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in params)
 
 
 def _optimizer(cfg: LoopConfig, params: list[nn.Parameter], kernel: dict[str, bool]) -> torch.optim.Optimizer:
