@@ -10,9 +10,10 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
-from kdforge.types import IGNORE_INDEX  # noqa: F401  (re-exported: losses name it from here)
+from kdforge.types import IGNORE_INDEX  # also re-exported: losses name it from here
 
 
 @dataclass
@@ -185,3 +186,15 @@ class WeightedSum(nn.Module):
             weighted = value if self.weights[name] == 1.0 else self.weights[name] * value
             total = weighted if total is None else total + weighted
         return {"loss": total, **values}
+
+
+def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.device) -> Tensor:
+    """(N,) bool: the rows (tokens) that count. `Targets.mask` drops rows; for sequences (B, T), labels equal
+    to -100 (padding, prompt tokens) drop them too. For (B,) rows (classification) labels are not a mask."""
+    keep = torch.ones(leading_shape, dtype=torch.bool, device=device)
+    if targets.mask is not None:
+        keep = keep & targets.mask.to(device).bool().reshape(leading_shape)
+    labels = targets.labels
+    if len(leading_shape) >= 2 and labels is not None and labels.shape == leading_shape:
+        keep = keep & (labels.to(device) != IGNORE_INDEX)
+    return keep.flatten()

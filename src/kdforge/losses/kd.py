@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import DistillLoss, Outputs, Targets, counted_rows
 from kdforge.losses.sampled import SPARSE_SIGNALS, signal_kl, temperature_refusal
 from kdforge.losses.sparse import TopK, sparse_kl
 from kdforge.registry import LOSSES
@@ -60,15 +60,26 @@ class KDLoss(DistillLoss):
         return None if kind == "topk" or self.temperature == 1.0 else temperature_refusal(kind)
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
+        mask = self._counted(student.logits, targets)
         if isinstance(teacher.logits, SPARSE_SIGNALS):
-            return signal_kl(student.logits, teacher.logits, self.temperature, mask=targets.mask)
+            return signal_kl(student.logits, teacher.logits, self.temperature, mask=mask)
         if isinstance(teacher.logits, TopK):
             return sparse_kl(student.logits, teacher.logits, self.temperature, teacher.logits.tail or "uniform",
-                             mask=targets.mask)
+                             mask=mask)
         check_same_shape(student.logits, teacher.logits, what="kd: student and teacher logits",
                          hint="Teacher and student must predict the same classes.")
         s, t = student.logits.flatten(0, -2), teacher.logits.flatten(0, -2)  # (N, K)
-        if targets.mask is not None:
-            keep = targets.mask.flatten().bool()
+        if mask is not None:
+            keep = mask.flatten()
             s, t = s[keep], t[keep]
         return soft_kl(s, t, self.temperature)
+
+    @staticmethod
+    def _counted(logits: Tensor, targets: Targets) -> Tensor | None:
+        """The rows that count, shaped like the logits' rows: `Targets.mask`, and for sequences (B, T, V) labels
+        -100 dropped too, as `token_kd` counts them (None: every row). Classification labels are not a mask:
+        unlabelled transfer rows keep their soft targets."""
+        sequence = logits.dim() >= 3 and targets.labels is not None and targets.labels.shape == logits.shape[:-1]
+        if targets.mask is None and not sequence:
+            return None
+        return counted_rows(logits.shape[:-1], targets, logits.device).reshape(logits.shape[:-1])

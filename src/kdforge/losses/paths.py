@@ -133,12 +133,8 @@ PATHS: list[LossPath] = [
              {**_FORWARD, "vocab": ("same",), "temperature": (1.0,)},
              notes={"logits": "student: in the fused head; teacher: in its cached draws"}),
     LossPath("kd", "kd", "logits", "logits", {}, {**_FORWARD, "vocab": ("same",)},
-             gaps={("positions", "ignore_index"): "ignored: kd reads Targets.mask only (kdforge's LM rows always "
-                                                   "set it)"},
              notes=_IN_LOGITS),
     LossPath("kd, top-k cache", "kd", "logits", TOPK, {}, {**_FORWARD, "vocab": ("same",)},
-             gaps={("positions", "ignore_index"): "ignored: kd reads Targets.mask only (kdforge's LM rows always "
-                                                   "set it)"},
              notes=_IN_LOGITS),
 ]
 

@@ -40,11 +40,10 @@ from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
 from kdforge.llm.distillspec import evaluate_draft
-from kdforge.losses.base import DistillLoss, Outputs, Targets
+from kdforge.losses.base import DistillLoss, Outputs, Targets, counted_rows
 from kdforge.losses.sampled import SPARSE_SIGNALS, kind_of, temperature_refusal
 from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs, sparse_kl_rows
 from kdforge.registry import LOSSES
-from kdforge.types import IGNORE_INDEX
 from kdforge.validation import check_positive, check_probability
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_reverse_kl"]
@@ -109,18 +108,6 @@ class _ChunkedSum(torch.autograd.Function):
             raise RuntimeError("token_kd: backward through the same loss value twice is not supported "
                                "(the chunked gradient is handed on once); recompute the loss.")
         return (grad if bool(grad_output == 1) else grad * grad_output.to(grad.dtype)), None, None
-
-
-def counted_rows(leading_shape: torch.Size, targets: Targets, device: torch.device) -> Tensor:
-    """(N,) bool: the rows (tokens) that count. `Targets.mask` drops rows; for sequences (B, T), labels equal
-    to -100 (padding, prompt tokens) drop them too. For (B,) rows (classification) labels are not a mask."""
-    keep = torch.ones(leading_shape, dtype=torch.bool, device=device)
-    if targets.mask is not None:
-        keep = keep & targets.mask.to(device).bool().reshape(leading_shape)
-    labels = targets.labels
-    if len(leading_shape) >= 2 and labels is not None and labels.shape == leading_shape:
-        keep = keep & (labels.to(device) != IGNORE_INDEX)
-    return keep.flatten()
 
 
 @LOSSES.register(

@@ -12,9 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.capture import Capture
-from kdforge.losses.base import Outputs, Targets, WeightedSum
+from kdforge.losses.base import Outputs, Targets, WeightedSum, counted_rows
 from kdforge.losses.protocols import StepFn, TeacherSource
-from kdforge.losses.token_kd import counted_rows
 from kdforge.models.forward import call_model, logits_of
 from kdforge.types import Batch
 
