@@ -135,10 +135,10 @@ class TeacherSpec(ModelSpec):
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
-        if self.cache is not None and isinstance(self.inputs, dict):
-            raise ValueError("a teacher that reads renamed keys (inputs as a mapping: a cross-tokenizer teacher) "
-                             "runs online; the cache stores outputs by input keys. Remove 'cache'")
         if (self.model or "").startswith("served:"):  # a teacher behind an inference server (docs/cache.md)
+            if isinstance(self.inputs, dict):
+                raise ValueError("a served teacher is sent the data's own token ids; renamed keys (cross-tokenizer "
+                                 "rows) are not supported for it: give inputs as a list")
             if self.cache is None:
                 raise ValueError("a served teacher (served:URL) answers over HTTP and cannot run inside the training "
                                  "step; add 'cache: DIR': its log-probabilities are stored once, students read them")
@@ -151,6 +151,10 @@ class TeacherSpec(ModelSpec):
         if self.cache is not None and self.members is None and self.model is None and self.path is None:
             if self.checkpoint is not None or self.train is not None:
                 raise ValueError("'checkpoint' and 'train' need 'model'; a cache alone gives 'cache' only")
+            if isinstance(self.inputs, dict):
+                raise ValueError("a teacher that reads renamed keys (cross-tokenizer rows) needs its model beside "
+                                 "'cache': evaluation runs it on the test rows, which a cache alone cannot replay; "
+                                 "give 'model' + 'checkpoint' or 'path'")
             return self  # cache only: students train from the store, evaluation replays it (docs/cache.md)
         if self.online and (self.members is not None or self.train is not None):
             raise ValueError("an online teacher (mutual learning) trains with the student: drop 'members'/'train'")

@@ -179,9 +179,22 @@ def open_store(recipe: Recipe, data: DataBundle | None, teacher: nn.Module | Non
         expected["data"] = fingerprint_splits(cache_splits(data), recipe.teacher.inputs)
     if data is not None:  # first: another tokenizer also changes the data, and is the more precise cause
         _check_text(store, data)
-    store.check(expected)
+    if isinstance(recipe.teacher.inputs, dict):  # cross-tokenizer rows: say what else the data hash covers
+        store.check({**expected, "data": None})
+        _check_cross_rows(store, expected["data"])
+    else:
+        store.check(expected)
     _check_settings(store, spec, recipe)
     return store
+
+
+def _check_cross_rows(store: CacheStore, fingerprint: str | None) -> None:
+    """A store of a teacher reading renamed keys hashes its tokens and the rows' alignment too
+    (`kdforge.cache.hashing.content_keys`): rows re-tokenized on either side, or re-aligned, are refused."""
+    if fingerprint is not None and store.fingerprints.get("data") != fingerprint:
+        raise CacheError(f"recipe.data: the teacher cache in {str(store.directory)!r} was built from other "
+                         "cross-tokenizer rows (the text, the teacher's or the student's tokens, or their alignment "
+                         "differ); rebuild it with `kdforge cache RECIPE --overwrite`.")
 
 
 def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory: str | Path | None = None,

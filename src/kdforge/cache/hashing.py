@@ -5,18 +5,28 @@
 stored for those sample ids, at a cost of a few tensor ops per step. It is a universal hash with fixed
 weights: collisions between different inputs are vanishingly unlikely by accident (about 2^-62 per pair),
 but it is not cryptographic. The fingerprints of teacher weights and whole datasets use SHA-256.
+
+Which keys a row's hash covers is decided in one place, `content_keys`: the keys the teacher reads, and for a
+teacher that reads renamed keys (a cross-tokenizer teacher on paired rows) also the alignment of its tokens to
+the student's, which the stored outputs are only valid with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdforge.llm.cross_data import ALIGNMENT_KEYS
+
+TeacherInputs = Sequence[str] | Mapping[str, str]  # batch keys, or {forward argument: batch key}
+# what a cross-tokenizer row's outputs are valid with besides the teacher's own tokens: the student's tokens and
+# the span ids pairing the two (kdforge.llm.cross_data)
+CROSS_TOKENIZER_KEYS = ("input_ids", *ALIGNMENT_KEYS)
 HASH_VERSION = "rowhash-v2"
 _PRIME = (1 << 31) - 1
 _WEIGHT_BITS = 21
@@ -56,12 +66,29 @@ def _as_words(t: Tensor) -> Tensor:
     return flat.contiguous().view(torch.int16).double()
 
 
-def row_hashes(batch: Mapping[str, Tensor], keys: Sequence[str]) -> Tensor:
-    """(B,) int64 hash (62 bits) of each row's content over the named input keys (in that order).
+def content_keys(inputs: TeacherInputs, available: Collection[str]) -> list[str]:
+    """The batch keys a cache entry's content hash covers, in order.
+
+    A list of keys is itself (the fingerprints of plain stores stay as they were). A mapping {forward argument:
+    batch key} is a teacher reading renamed keys: its batch keys (sorted: the mapping's order changes nothing),
+    then those of `CROSS_TOKENIZER_KEYS` the data carries (`available`: the batch's or dataset's keys). Its
+    outputs sit at its own token positions and are read at the spans the alignment names, so rows re-tokenized
+    on either side, or re-aligned, must not match.
+    """
+    if not isinstance(inputs, Mapping):
+        return list(inputs)
+    keys = sorted(set(inputs.values()))
+    return keys + [key for key in CROSS_TOKENIZER_KEYS if key in available and key not in keys]
+
+
+def row_hashes(batch: Mapping[str, Tensor], inputs: TeacherInputs) -> Tensor:
+    """(B,) int64 hash (62 bits) of each row's content over the keys `content_keys(inputs, batch)` names (in
+    that order).
 
     Two linear hashes of the row's 16-bit words with fixed pseudo-random weights, computed as one exact
     float64 matrix product and reduced modulo 2^31 - 1: a few tensor ops per batch, on the batch's device.
     """
+    keys = content_keys(inputs, batch)
     rows = len(batch[keys[0]])
     if rows == 0:
         return torch.empty(0, dtype=torch.long, device=batch[keys[0]].device)

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from kdforge import io
 from kdforge.cache.formats import FORMATS, INDEX_CODES, SPARSE_FORMATS, VALUE_CODES, encode
-from kdforge.cache.hashing import HASH_VERSION, data_fingerprint, row_hashes
+from kdforge.cache.hashing import HASH_VERSION, TeacherInputs, content_keys, data_fingerprint, row_hashes
 from kdforge.cache.topk import TopK, compress_topk
 from kdforge.capture import Capture
 from kdforge.data.tensors import TensorData
@@ -117,7 +117,8 @@ class CacheSettings:
         return out
 
 
-def settings_fingerprint(settings: CacheSettings, inputs: list[str], taps: Mapping[str, str] | None = None) -> str:
+def settings_fingerprint(settings: CacheSettings, inputs: TeacherInputs,
+                         taps: Mapping[str, str] | None = None) -> str:
     """What the store holds and from which model inputs (and, for features, which module paths)."""
     paths = {name: (taps or {}).get(name) for name in settings.features}
     text = json.dumps({"settings": settings.as_dict(), "inputs": inputs, "taps": paths, "format": SETTINGS_VERSION,
@@ -125,14 +126,16 @@ def settings_fingerprint(settings: CacheSettings, inputs: list[str], taps: Mappi
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def split_hashes(data: TensorData, inputs: list[str], batch_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """(ids, content hashes) of every row of `data`, in row order."""
+def split_hashes(data: TensorData, inputs: TeacherInputs, batch_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """(ids, content hashes) of every row of `data`, in row order (over `hashing.content_keys`)."""
     hashes = [row_hashes(data[slice(i, i + batch_size)], inputs) for i in range(0, len(data), batch_size)]
     return data.tensors["index"].long(), torch.cat(hashes)
 
 
-def fingerprint_splits(splits: Mapping[str, TensorData], inputs: list[str]) -> str:
-    return data_fingerprint({name: split_hashes(d, inputs) for name, d in splits.items()}, inputs)
+def fingerprint_splits(splits: Mapping[str, TensorData], inputs: TeacherInputs) -> str:
+    """The data fingerprint: every split's (id, content hash) pairs, under the keys the hashes cover."""
+    keys = content_keys(inputs, next(iter(splits.values())).tensors) if splits else content_keys(inputs, ())
+    return data_fingerprint({name: split_hashes(d, inputs) for name, d in splits.items()}, keys)
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -150,7 +153,7 @@ def _to_numpy(t: Tensor) -> np.ndarray:
 class _Runner:
     """Teacher forward over batches -> {file stem: tensor} in the store's dtypes."""
 
-    def __init__(self, teacher: nn.Module, inputs: list[str], taps: Mapping[str, str], settings: CacheSettings,
+    def __init__(self, teacher: nn.Module, inputs: TeacherInputs, taps: Mapping[str, str], settings: CacheSettings,
                  device: torch.device) -> None:
         self.teacher, self.inputs, self.settings, self.device = teacher, inputs, settings, device
         self.vocab_size = 0
@@ -224,10 +227,10 @@ def partial_dir(directory: Path) -> Path:
     return directory.parent / f".{directory.name}.partial"
 
 
-def tokens_per_row(data: TensorData, inputs: list[str]) -> int:
+def tokens_per_row(data: TensorData, inputs: TeacherInputs) -> int:
     """Positions per row that the teacher computes outputs for: the (padded) length of the first input with a
     sequence dimension ((N, T) token ids, or (N, T, ...)), else 1 (one output per row)."""
-    for key in inputs:
+    for key in (inputs.values() if isinstance(inputs, Mapping) else inputs):
         tensor = data.tensors.get(key)
         if tensor is not None and tensor.dim() >= 2 and not tensor.is_floating_point():
             return int(tensor.shape[1])
@@ -311,7 +314,7 @@ def _done_chunks(work: Path, progress: dict, fingerprints: Mapping[str, str], ch
     return done
 
 
-def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorData], inputs: list[str],
+def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorData], inputs: TeacherInputs,
                  runner: _Runner, fingerprints: Mapping[str, str]) -> dict:
     """A fresh `.partial` folder: ids and hashes written, every output array allocated at its full size (its
     shapes from a one-row probe), and progress.json saying what is where."""
@@ -334,7 +337,7 @@ def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorDat
 
 
 def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
-                settings: CacheSettings, fingerprints: Mapping[str, str], inputs: list[str],
+                settings: CacheSettings, fingerprints: Mapping[str, str], inputs: TeacherInputs,
                 taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
                 overwrite: bool = False, device: torch.device | str = "cpu", extra: Mapping[str, Any] | None = None,
                 on_chunk: Callable[[str, int, int], None] | None = None, max_batch_tokens: int | None = None,
@@ -415,7 +418,7 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
     return status
 
 
-def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, progress: dict, inputs: list[str],
+def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, progress: dict, inputs: TeacherInputs,
                  done: set[tuple[str, int]], fingerprints: Mapping[str, str], chunk_rows: int, batch_size: int,
                  max_batch_tokens: int | None, rank: int, world: int,
                  on_chunk: Callable[[str, int, int], None] | None) -> dict[str, str]:
@@ -526,7 +529,7 @@ def _record_chunk(arrays: Mapping[str, np.memmap], shard_file: Path, mine: dict[
         on_chunk(split, stop, rows)
 
 
-def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings, inputs: list[str],
+def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings, inputs: TeacherInputs,
             taps: Mapping[str, str] | None, extra: Mapping[str, Any], overwrite: bool,
             checksums: Mapping[str, str] | None = None) -> None:
     """The manifest (`checksums`: SHA-256 already computed while writing, by file; the others are read here),
@@ -569,7 +572,7 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
 
 
 def repair_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
-                 settings: CacheSettings, fingerprints: Mapping[str, str], inputs: list[str],
+                 settings: CacheSettings, fingerprints: Mapping[str, str], inputs: TeacherInputs,
                  taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
                  device: torch.device | str = "cpu") -> dict[str, str]:
     """Rebuild only the splits of `directory` whose files are missing, truncated or corrupted.

@@ -8,6 +8,10 @@ error), and returns the stored logits (a `TopK` when the store holds top-k entri
 full-vocabulary tensor is built) and features. The per-batch cost is a handful of
 tensor ops, no Python loop over rows.
 
+For a teacher that reads renamed keys (a cross-tokenizer teacher on paired rows) the hash covers its own
+tokens and the rows' alignment to the student's (`kdforge.cache.hashing.content_keys`): stored outputs are
+never paired with rows tokenized or aligned otherwise.
+
 The content check runs once per sample per run, the first time its id is read (the first epoch): the rows
 of a training set do not change while it trains, and hashing every batch again every epoch cost as much as a
 small student's step. `recheck()` forgets which ids were checked.
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.cache.formats import SPARSE_FORMATS, decode, stems
-from kdforge.cache.hashing import row_hashes
+from kdforge.cache.hashing import TeacherInputs, content_keys, row_hashes
 from kdforge.cache.store import CacheError, CacheStore, SplitArrays
 from kdforge.cache.topk import Tail, TopK, reconstruct_logits
 from kdforge.data.tensors import Batch
@@ -102,12 +106,18 @@ class _Lookup:
         return (pos if self.order is None else self.order[pos]), pos
 
 
+def _plain(inputs: TeacherInputs) -> list[str] | dict[str, str]:
+    """The inputs as the manifest records them (a list, or a dict for renamed keys)."""
+    return dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
+
+
 class CachedTeacher:
     """Teacher outputs from a `CacheStore` split, as a `TeacherSource` (see the module docstring).
 
     Args:
         store: The opened store.
-        inputs: Batch keys the teacher read (the content hash covers them).
+        inputs: Batch keys the teacher read, or {forward argument: batch key} (the content hash covers them;
+            `kdforge.cache.hashing.content_keys`).
         taps: Teacher taps the losses read (must be stored features).
         split: Which split of the store training reads ("train").
         tail: How top-k logits are rebuilt (`kdforge.cache.topk`).
@@ -118,10 +128,10 @@ class CachedTeacher:
             application sets it; False rebuilds dense logits for any loss.
     """
 
-    def __init__(self, store: CacheStore, inputs: list[str], taps: Mapping[str, str] | None = None,
+    def __init__(self, store: CacheStore, inputs: TeacherInputs, taps: Mapping[str, str] | None = None,
                  split: str = "train", tail: Tail = "uniform", check_content: bool = True,
                  sparse: bool = False) -> None:
-        self.store, self.inputs, self.tail, self.check_content = store, list(inputs), tail, check_content
+        self.store, self.inputs, self.tail, self.check_content = store, _plain(inputs), tail, check_content
         self.sparse = sparse
         if store.manifest.get("inputs") != self.inputs:
             raise CacheError(
@@ -194,10 +204,17 @@ class CachedTeacher:
             if not bool(fresh.any()):
                 return
             ids, rows, pos = ids[fresh.to(ids.device)], rows[fresh], pos[fresh]
-            inputs = {key: inputs[key][fresh.to(inputs[key].device)] for key in self.inputs}
+            inputs = {key: inputs[key][fresh.to(inputs[key].device)] for key in content_keys(self.inputs, inputs)}
         hashes = row_hashes(inputs, self.inputs)
         if not torch.equal(hashes, self.lookup.hashes[pos]):
             bad = ids[(hashes != self.lookup.hashes[pos]).to(ids.device)][:5].tolist()
+            if isinstance(self.inputs, dict):
+                raise CacheError(
+                    f"teacher cache {str(self.store.directory)!r}: the cross-tokenizer rows of samples {bad} "
+                    f"({', '.join(content_keys(self.inputs, inputs))}) differ from the ones the cache was built "
+                    "from: the text, a tokenizer or the alignment changed since. Rebuild it with `kdforge cache "
+                    "RECIPE --overwrite`."
+                )
             raise CacheError(
                 f"teacher cache {str(self.store.directory)!r}: the inputs of samples {bad} differ from the ones "
                 "the cache was built from. The data changed since (rebuild with `kdforge cache RECIPE "
@@ -233,8 +250,15 @@ class ReplayTeacher(nn.Module):
     manifest), so that reports count the teacher's parameters and evaluation finds a device.
     """
 
-    def __init__(self, store: CacheStore, inputs: list[str], tail: Tail = "uniform") -> None:
+    def __init__(self, store: CacheStore, inputs: TeacherInputs, tail: Tail = "uniform") -> None:
         super().__init__()
+        if isinstance(inputs, Mapping):
+            raise CacheError(
+                f"recipe.teacher: the teacher cache {str(store.directory)!r} stands in for a teacher that reads "
+                "renamed keys (cross-tokenizer rows), whose outputs are matched by its tokens and the rows' "
+                "alignment, which evaluation does not pass to it. Give the teacher model (model + checkpoint, or "
+                "path) beside cache."
+            )
         self.store, self.inputs, self.tail = store, list(inputs), tail
         self._splits = [store.split(name) for name in store.manifest["splits"]]
         hashes = [split.hashes for split in self._splits]

@@ -47,4 +47,28 @@ def train_lm_tokenizer(texts: list[str], kind: str = "bpe", vocab_size: int = 51
     else:
         raise RecipeError(f"{where}: {kind!r} is not a tokenizer kind; use one of {', '.join(TOKENIZER_KINDS)}.")
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
+    return _numbered_in_a_fixed_order(tokenizer, kind)
+
+
+def _numbered_in_a_fixed_order(tokenizer, kind: str):
+    """The same tokenizer with its ids in an order that depends only on its tokens: the Unigram and WordPiece
+    trainers number equal vocabularies differently from one training to the next, so the same recipe would give
+    other ids each run (and a teacher cache built by one process would be refused by the next). Unigram keeps
+    its scores (they, not the ids, decide the tokenization): pieces by falling score, then text; WordPiece
+    matches the longest piece, so its ids can follow the text. The special tokens stay at 0-3. (The Unigram
+    trainer's scores themselves still differ in their last digits between trainings: the same text then gives
+    the same ids almost always, but the tokenizer's fingerprint differs.)"""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.to_str())
+    model = state["model"]
+    specials = len(SPECIAL_TOKENS)
+    if kind == "unigram":
+        model["vocab"] = model["vocab"][:specials] + sorted(model["vocab"][specials:], key=lambda piece: piece[0])
+    else:
+        by_id = sorted(model["vocab"], key=model["vocab"].get)
+        order = by_id[:specials] + sorted(by_id[specials:])
+        model["vocab"] = {token: i for i, token in enumerate(order)}
+    return Tokenizer.from_str(json.dumps(state))
