@@ -1,7 +1,8 @@
 """Teacher-cache formats: bytes per token, build time, error against the dense teacher, and the student each
-one trains (CPU, 1 thread, about 20 minutes).
+one trains (CPU, 1 thread, about 20 minutes with 3 seeds).
 
-    nice -n 5 python benchmarks/cache_formats.py [--seeds 0 1] [--quick]
+    nice -n 5 python benchmarks/cache_formats.py [--seeds 0 1 2] [--quick]
+    python benchmarks/cache_formats.py --render [--verdict FILE]   # rewrite the .md / .png from the .json
 
 Two parts, both through the real store (`kdforge.cache.write_cache` -> `CachedTeacher` -> `token_kd`):
 
@@ -11,7 +12,9 @@ Two parts, both through the real store (`kdforge.cache.write_cache` -> `CachedTe
    headers included, divided by the tokens), build time (encoding + writing; the teacher's forward pass is
    timed once apart, because the stores are filled from logits computed once), the loss and gradient error of
    the signal against the dense teacher on held-out tokens (at a reference student), and the student's held-out
-   perplexity and ECE, beside the dense-teacher (full float16 store) student and the scratch student.
+   perplexity and ECE, beside the dense-teacher (full float16 store) student and the scratch student. The
+   sampled stores are built a second time with other draws (cache seed 1) and train students too, so a result
+   does not rest on one draw; every student is also compared with the dense-teacher student of the same seed.
 2. A 32k vocabulary: the same corpus's BPE trained with vocab_size 32000 (the corpus stops it short: the model
    vocabulary is padded to 32000, the extra ids never occur), a GPT-2 2x128 teacher trained briefly, stores
    built from it with the teacher running (build time includes its forward), bytes per token on disk, and the
@@ -73,7 +76,14 @@ FORMATS = {
     "sampled N=32": dict(logits="sampled", samples=32),
     "sampled N=12 tau=2": dict(logits="sampled", samples=12, proposal_temperature=2.0),
 }
-TRAINED = ["full float16", "topk k=16 (float16 logits + lse)", "topk_tail k=16 uint8", "sampled N=12"]
+# the sampled stores again with other draws (cache seed 1): how much a student depends on the one draw it reads;
+# measured at 512 only (their bytes and error at 32k are those of the seed-0 stores)
+DRAW_VARIANTS = {
+    "sampled N=12, draws seed 1": dict(logits="sampled", samples=12, seed=1),
+    "sampled N=32, draws seed 1": dict(logits="sampled", samples=32, seed=1),
+}
+TRAINED = ["full float16", "topk k=16 (float16 logits + lse)", "topk_tail k=16 uint8", "sampled N=12", "sampled N=32",
+           *DRAW_VARIANTS]
 DRAWS = 8  # sampled formats: the gradient error of the mean of this many independent draws (its bias shows)
 ENCODING_VARIANTS = {  # bytes and error of the encodings alone (no students): measured, then chosen
     "topk_tail k=16 float16, plain ids": dict(logits="topk_tail", k=16, values="float16", indices="plain"),
@@ -203,7 +213,7 @@ def part_lm(args, work: Path, log) -> dict:
                                attention_mask=held.tensors["attention_mask"]).logits
     mask = held.tensors["mask"].bool()
     stores = {}
-    for label, spec in FORMATS.items():  # the encoding variants are measured at 32k only
+    for label, spec in {**FORMATS, **DRAW_VARIANTS}.items():  # the encoding variants are measured at 32k only
         settings = CacheSettings(**spec)
         store, seconds = build(replay, train_rows, settings, work / label.replace(" ", "_").replace("=", ""))
         signal = signal_of(held_logits, settings, held)
@@ -278,9 +288,11 @@ def part_32k(args, work: Path, log) -> dict:
     return out
 
 
-def summary(values: list[float]) -> str:
+def summary(values: list[float], digits: int = 2) -> str:
     mean = sum(values) / len(values)
-    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ({min(values):.2f}-{max(values):.2f})"
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def err(row: dict) -> str:
@@ -330,23 +342,75 @@ def report(r: dict) -> str:
     lines.append(f"| scratch student (no teacher) | - | - | - | - | - | - | "
                  f"{summary([v['perplexity'] for v in scratch.values()])} | "
                  f"{(sum(v['perplexity'] for v in scratch.values()) / len(scratch) / dense - 1) * 100:+.1f}% | "
-                 f"{summary([v['ece'] for v in scratch.values()])} |")
+                 f"{summary([v['ece'] for v in scratch.values()], 3)} |")
     for label, b in big["formats"].items():
         row = lm["formats"].get(label)
         st = lm["students"].get(label)
         ppl = summary([v["perplexity"] for v in st.values()]) if st else "-"
         rel = f"{(sum(v['perplexity'] for v in st.values()) / len(st) / dense - 1) * 100:+.1f}%" if st else "-"
-        ec = summary([v["ece"] for v in st.values()]) if st else "-"
+        ec = summary([v["ece"] for v in st.values()], 3) if st else "-"
         build32 = f"{b['build_s']:.1f}" if b.get("build_s") is not None else "(not written)"
         if row is None:
             lines.append(f"| {label} | {b['bytes_per_token']:.1f} | - | - | {build32} | - | {err(b)} | - | - | - |")
             continue
         lines.append(f"| {label} | {b['bytes_per_token']:.1f} | {row['bytes_per_token']:.1f} | {row['build_s']:.1f} "
                      f"| {build32} | {err(row)} | {err(b)} | {ppl} | {rel} | {ec} |")
+    for label, row in lm["formats"].items():  # measured at 512 only (other draws of a sampled store)
+        if label in big["formats"]:
+            continue
+        st = lm["students"].get(label, {})
+        ppl = summary([v["perplexity"] for v in st.values()]) if st else "-"
+        rel = f"{(sum(v['perplexity'] for v in st.values()) / len(st) / dense - 1) * 100:+.1f}%" if st else "-"
+        ec = summary([v["ece"] for v in st.values()], 3) if st else "-"
+        lines.append(f"| {label} | (as seed 0) | {row['bytes_per_token']:.1f} | {row['build_s']:.1f} | - | {err(row)} "
+                     f"| - | {ppl} | {rel} | {ec} |")
     lines += ["", "B/token at 32k for `full float16` is computed (V x 2 bytes), not written. Dense KL at the "
               f"reference student: {lm['formats']['full float16']['kl_dense']:.4f} nats/token (512), "
-              f"{big['formats']['full float16']['kl_dense']:.4f} (32k).", "", r.get("verdict", ""), ""]
+              f"{big['formats']['full float16']['kl_dense']:.4f} (32k).", "", *paired_table(lm["students"]), "",
+              r.get("verdict", ""), ""]
     return "\n".join(lines)
+
+
+def paired(students: dict, label: str, reference: str = "full float16") -> dict | None:
+    """Per-seed relative perplexity difference (%) of `label`'s student from the reference student of the same
+    seed (same initial weights, same batches), its mean and a two-sided 95% Student-t interval of the mean."""
+    ref = {str(k): v["perplexity"] for k, v in students[reference].items()}
+    diffs = [(v["perplexity"] / ref[str(k)] - 1) * 100 for k, v in students[label].items() if str(k) in ref]
+    if not diffs:
+        return None
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return {"diffs": diffs, "mean": mean, "low": None, "high": None}
+    from scipy.stats import t
+
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
+    half = t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    return {"diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def paired_table(students: dict) -> list[str]:
+    """Markdown rows: every student against the dense-teacher student of the same seed."""
+    lines = ["Paired against the dense-teacher student of the same seed (same initial weights, same batches): "
+             "perplexity difference in % per seed, its mean and the 95% Student-t interval of the mean (with few "
+             "seeds the interval is wide; 'detectable' means it excludes 0).", "",
+             "| student | per seed (%) | mean (%) | 95% interval (%) | difference detectable | within 3% |",
+             "|---|---|---|---|---|---|"]
+    for label in students:
+        if label == "full float16":
+            continue
+        p = paired(students, label)
+        if p is None:
+            continue
+        per = ", ".join(f"{d:+.1f}" for d in p["diffs"])
+        if p["low"] is None:
+            lines.append(f"| {label} | {per} | {p['mean']:+.1f} | - | - (one seed) | "
+                         f"{'yes' if p['mean'] <= 3 else 'no'} (one seed) |")
+            continue
+        detect = "yes" if p["low"] > 0 or p["high"] < 0 else "no"
+        within = "yes" if p["high"] <= 3 else ("no" if p["low"] > 3 else "undecided")
+        lines.append(f"| {label} | {per} | {p['mean']:+.1f} | {p['low']:+.1f} to {p['high']:+.1f} | {detect} | "
+                     f"{within} |")
+    return lines
 
 
 def plot(r: dict, path: Path) -> None:
@@ -357,7 +421,7 @@ def plot(r: dict, path: Path) -> None:
     lm, big = r["lm"], r["32k"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, st in lm["students"].items():
-        if label not in lm["formats"]:
+        if label not in lm["formats"] or label not in big["formats"]:
             continue
         ppl = sum(v["perplexity"] for v in st.values()) / len(st)
         x = big["formats"][label]["bytes_per_token"]
@@ -366,6 +430,9 @@ def plot(r: dict, path: Path) -> None:
     scratch = lm["students"]["scratch (ce on text)"]
     ax.axhline(sum(v["perplexity"] for v in scratch.values()) / len(scratch), color="grey", ls="--", lw=1,
                label="scratch student")
+    dense = lm["students"]["full float16"]
+    ax.axhline(sum(v["perplexity"] for v in dense.values()) / len(dense) * 1.03, color="red", ls="-.", lw=1,
+               label="dense-teacher student + 3%")
     ax.axvline(100, color="red", ls=":", lw=1, label="100 B/token")
     ax.set_xscale("log")
     ax.set_xlabel("bytes per token on disk at a 32k vocabulary (log)")
@@ -387,7 +454,18 @@ def main() -> None:
     parser.add_argument("--held-rows-32k", type=int, default=64)
     parser.add_argument("--train-rows", type=int, default=0, help="use only the first N training rows (0: all)")
     parser.add_argument("--quick", action="store_true", help="tiny budget, to check the script runs")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite the .md and .png from the results .json (no measuring)")
+    parser.add_argument("--verdict", type=Path, help="with --render: a text file whose text becomes the verdict")
     args = parser.parse_args()
+    if args.render:
+        result = json.loads((RESULTS / "cache_formats.json").read_text())
+        if args.verdict:
+            result["verdict"] = args.verdict.read_text().strip()
+            (RESULTS / "cache_formats.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "cache_formats.md").write_text(report(result))
+        plot(result, RESULTS / "cache_formats.png")
+        return
     if args.quick:
         args.seeds, args.teacher_steps, args.student_steps, args.steps_32k = [0], 10, 5, 6
         args.steps_32k_reference, args.rows_32k, args.held_rows, args.held_rows_32k = 3, 16, 16, 8
