@@ -29,7 +29,7 @@ demo: install
 test: install-test
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-# The multi-process and end-to-end tests (FSDP/DDP under torchrun, kill -9 and resume): about 2 minutes.
+# The multi-process and end-to-end tests (FSDP/DDP under torchrun, kill -9 and resume): about 3 minutes.
 test-slow: install-test
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow
 
