@@ -33,11 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.errors import ShapeMismatchError
-from kdforge.losses.base import DistillLoss, Outputs, PairedFeatureLoss, Targets
+from kdforge.losses.base import DistillLoss, Outputs, PairedFeatureLoss, Targets, counted_rows
 from kdforge.losses.protocols import StepFn, TeacherSource
 from kdforge.losses.sampled import SPARSE_SIGNALS
 from kdforge.losses.sparse import Tail, TopK
-from kdforge.losses.token_kd import Divergence, TokenKDLoss, counted_rows, teacher_rows, vocab_mismatch_message
+from kdforge.losses.token_kd import Divergence, TokenKDLoss, hand_on, teacher_rows, vocab_mismatch_message
 from kdforge.registry import LOSSES
 from kdforge.types import Batch
 
@@ -188,17 +188,12 @@ class _FusedLinearSum(torch.autograd.Function):
                 grad_b += dz.sum(0).to(grad_b.dtype)
             del z, dz, chunk_value
         ctx.grads = (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
-                     None if grad_b is None else grad_b.to(bias.dtype))  # handed on once (token_kd's _ChunkedSum)
+                     None if grad_b is None else grad_b.to(bias.dtype))  # handed on once (`hand_on`)
         return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        grads, ctx.grads = ctx.grads, None
-        if grads is None:
-            raise RuntimeError("fused_token_kd: backward through the same loss value twice is not supported "
-                               "(the chunked gradients are handed on once); recompute the loss.")
-        scaled = [None if g is None else g if bool(grad_output == 1) else g * grad_output.to(g.dtype) for g in grads]
-        return scaled[0], scaled[1], scaled[2], None, None
+        return *hand_on(ctx, grad_output, "fused_token_kd"), None, None
 
 
 def fused_refusal(terms: Mapping[str, DistillLoss], mutual: bool = False) -> str | None:

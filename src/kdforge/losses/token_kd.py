@@ -98,16 +98,23 @@ class _ChunkedSum(torch.autograd.Function):
                 value = rows(chunk, start, stop)
                 (grad[start:stop],) = torch.autograd.grad(value, chunk)
             total = value.detach() if total is None else total + value.detach()
-        ctx.grad = grad  # not save_for_backward: backward hands this very buffer on (no copy of V x N)
+        ctx.grads = (grad,)  # not save_for_backward: backward hands this very buffer on (no copy of V x N)
         return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError("token_kd: backward through the same loss value twice is not supported "
-                               "(the chunked gradient is handed on once); recompute the loss.")
-        return (grad if bool(grad_output == 1) else grad * grad_output.to(grad.dtype)), None, None
+        return *hand_on(ctx, grad_output, "token_kd"), None, None
+
+
+def hand_on(ctx, grad_output: Tensor, who: str) -> tuple[Tensor | None, ...]:
+    """The gradients a chunked forward pass computed (`ctx.grads`), times `grad_output`, handed on once: the
+    buffers are released with them, so a second backward through the same value is refused."""
+    grads, ctx.grads = ctx.grads, None
+    if grads is None:
+        raise RuntimeError(f"{who}: backward through the same loss value twice is not supported (the chunked "
+                           "gradients are handed on once); recompute the loss.")
+    one = bool(grad_output == 1)
+    return tuple(None if g is None else g if one else g * grad_output.to(g.dtype) for g in grads)
 
 
 @LOSSES.register(
