@@ -52,11 +52,9 @@ class KDLoss(DistillLoss):
         super().__init__()
         self.temperature = check_positive(temperature, "temperature", "KDLoss")
 
-    def topk_refusal(self) -> str | None:
-        return None  # sparse_kl honours the temperature, the mask and both tails
-
     def sparse_refusal(self, kind: str) -> str | None:
-        """A sampled or top-k + tail cache holds the teacher at temperature 1 only (`kdforge.losses.sampled`)."""
+        """A top-k cache is read at any temperature (sparse_kl honours it, the mask and both tails); a sampled or
+        top-k + tail cache holds the teacher at temperature 1 only (`kdforge.losses.sampled`)."""
         return None if kind == "topk" or self.temperature == 1.0 else temperature_refusal(kind)
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:

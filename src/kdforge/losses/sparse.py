@@ -129,16 +129,13 @@ def sparse_kl_rows(student_logits: Tensor, topk: TopK, temperature: float = 1.0,
 def topk_refusal(term: object, kind: str = "topk") -> str | None:
     """Why loss `term` cannot train from a sparse teacher cache of format `kind` ("topk", or "sampled" /
     "topk_tail" of `kdforge.losses.sampled`) without a dense rebuild, or None when it can (it reads no teacher
-    logits, or reads the sparse signal itself). A loss says so with `sparse_refusal(kind)` (or, for top-k only,
-    `topk_refusal()`); losses of features alone (pairs of taps) and losses without a teacher read no logits."""
+    logits, or reads the sparse signal itself). A loss says so with `sparse_refusal(kind)`; losses of features
+    alone (pairs of taps) and losses without a teacher read no logits."""
     from kdforge.losses.base import PairedFeatureLoss
 
-    own_any = getattr(term, "sparse_refusal", None)
-    if own_any is not None:
-        return own_any(kind)
-    own = getattr(term, "topk_refusal", None)
-    if own is not None and kind == "topk":
-        return own()
+    own = getattr(term, "sparse_refusal", None)
+    if own is not None:
+        return own(kind)
     if not getattr(term, "needs_teacher", True) or isinstance(term, PairedFeatureLoss):
         return None
     return (f"{type(term).__name__} reads the teacher's dense logits, and only forward KL (kd, token_kd) reads "

@@ -26,7 +26,7 @@ student logits is computed right away (in the forward pass) into one buffer, so 
 themselves and that gradient only chunk x V temporaries exist: never a full tokens x vocabulary
 log-probability tensor. A teacher given as cached top-k logits (`kdforge.losses.sparse.TopK`) is read
 sparsely (`sparse_kl_rows`, no teacher tensor of chunk x V) for forward KL; other divergences rebuild it one
-chunk at a time with `reconstruct_log_probs` (training from a top-k cache refuses them: `topk_refusal`).
+chunk at a time with `reconstruct_log_probs` (training from a top-k cache refuses them: `sparse_refusal`).
 """
 
 from __future__ import annotations
@@ -107,14 +107,13 @@ class _ChunkedSum(torch.autograd.Function):
 
 
 def hand_on(ctx, grad_output: Tensor, who: str) -> tuple[Tensor | None, ...]:
-    """The gradients a chunked forward pass computed (`ctx.grads`), times `grad_output`, handed on once: the
-    buffers are released with them, so a second backward through the same value is refused."""
+    """The gradients a chunked forward pass computed (`ctx.grads`), times `grad_output` in place, handed on once:
+    the buffers leave with them, so a second backward through the same value is refused."""
     grads, ctx.grads = ctx.grads, None
     if grads is None:
         raise RuntimeError(f"{who}: backward through the same loss value twice is not supported (the chunked "
                            "gradients are handed on once); recompute the loss.")
-    one = bool(grad_output == 1)
-    return tuple(None if g is None else g if one else g * grad_output.to(g.dtype) for g in grads)
+    return tuple(None if g is None else g.mul_(grad_output.to(g.dtype)) for g in grads)  # theirs alone now
 
 
 @LOSSES.register(
@@ -177,27 +176,15 @@ class TokenKDLoss(DistillLoss):
         d = self.divergence
         return d == "forward_kl" or (d == "jsd" and self.beta == 0.0) or (d == "skew_kl" and self.alpha == 0.0)
 
-    def topk_refusal(self) -> str | None:
-        """Why training from a top-k cache cannot honour this term's options, or None."""
-        if not self._forward_kl():
-            return (f"token_kd divergence={self.divergence!r} needs the teacher's probability of every token; "
-                    "a top-k cache is read sparsely only by forward_kl")
-        if self.vocab_size is not None:
-            return ("token_kd vocab_size renormalises the teacher over part of the vocabulary, which a top-k "
-                    "cache cannot")
-        return None
-
     def sparse_refusal(self, kind: str) -> str | None:
         """Why training from a `kind` cache ("topk", "sampled", "topk_tail") cannot honour this term, or None."""
-        if kind == "topk":
-            return self.topk_refusal()
         if not self._forward_kl():
             return (f"token_kd divergence={self.divergence!r} needs the teacher's probability of every token; "
-                    f"a {kind} cache estimates forward_kl only")
+                    f"a {kind} cache is read sparsely by forward_kl only")
         if self.vocab_size is not None:
             return (f"token_kd vocab_size renormalises the teacher over part of the vocabulary, which a {kind} "
                     "cache cannot")
-        return None if self.temperature == 1.0 else temperature_refusal(kind)
+        return None if kind == "topk" or self.temperature == 1.0 else temperature_refusal(kind)
 
     def _rows(self, student: Tensor, teacher: Tensor | TopK, start: int, stop: int, weight: Tensor) -> Tensor:
         """Sum over rows [start, stop) of weight · divergence (float32 or wider); `student` is that chunk."""
