@@ -37,7 +37,7 @@ from kdforge.losses.base import DistillLoss, Outputs, PairedFeatureLoss, Targets
 from kdforge.losses.protocols import StepFn, TeacherSource
 from kdforge.losses.sampled import SPARSE_SIGNALS
 from kdforge.losses.sparse import Tail, TopK
-from kdforge.losses.token_kd import Divergence, TokenKDLoss, hand_on, teacher_rows, vocab_mismatch_message
+from kdforge.losses.token_kd import Divergence, TokenKDLoss, hand_on, teacher_rows
 from kdforge.registry import LOSSES
 from kdforge.types import Batch
 
@@ -287,17 +287,6 @@ class FusedTokenKDLoss(TokenKDLoss):
                 self.chunk_size = saved
         return self._fused(s, t, targets)
 
-    def _vocab(self, s_vocab: int, t_vocab: int) -> int:
-        if self.vocab_size is not None:
-            if self.vocab_size > min(s_vocab, t_vocab):
-                raise ShapeMismatchError(
-                    f"fused_token_kd: vocab_size={self.vocab_size} is larger than the student's ({s_vocab}) or the "
-                    f"teacher's ({t_vocab}) vocabulary; set it to the real (unpadded) vocabulary size.")
-            return self.vocab_size
-        if s_vocab != t_vocab:
-            raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, "fused_token_kd"))
-        return s_vocab
-
     def _fused(self, s: LinearHead, t: LinearHead | Tensor | TopK, targets: Targets) -> Tensor:
         lead = s.hidden.shape[:-1]
         if isinstance(t, LinearHead):
@@ -311,7 +300,7 @@ class FusedTokenKDLoss(TokenKDLoss):
         if t_lead != lead:
             raise ShapeMismatchError(f"fused_token_kd: the student covers positions {tuple(lead)} but the teacher "
                                      f"{tuple(t_lead)}. Feed both models the same input_ids.")
-        vocab = self._vocab(s.vocab_size, t_vocab)
+        vocab = self.compared_vocab(s.vocab_size, t_vocab, "fused_token_kd")
         rows = counted_rows(lead, targets, s.hidden.device).nonzero().squeeze(1)
         n = len(rows)
         weight, bias = s.weight[:vocab], None if s.bias is None else s.bias[:vocab]

@@ -252,15 +252,21 @@ class TokenKDLoss(DistillLoss):
             raise ShapeMismatchError(
                 f"token_kd: the student's logits cover positions {tuple(s_logits.shape[:-1])} but the teacher's "
                 f"{tuple(lead)}. Feed both models the same input_ids.")
-        s_vocab = s_logits.shape[-1]
+        self.compared_vocab(s_logits.shape[-1], t_vocab, "token_kd")
+        return s, t
+
+    def compared_vocab(self, s_vocab: int, t_vocab: int, who: str) -> int:
+        """The vocabulary both sides are compared on: `vocab_size` (the real part of padded ones), else the one
+        both have; a mismatch raises `ShapeMismatchError` naming `who`."""
         if self.vocab_size is not None:
             if self.vocab_size > min(s_vocab, t_vocab):
                 raise ShapeMismatchError(
-                    f"token_kd: vocab_size={self.vocab_size} is larger than the student's ({s_vocab}) or the "
+                    f"{who}: vocab_size={self.vocab_size} is larger than the student's ({s_vocab}) or the "
                     f"teacher's ({t_vocab}) vocabulary; set it to the real (unpadded) vocabulary size.")
-        elif s_vocab != t_vocab:
-            raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, "token_kd"))
-        return s, t
+            return self.vocab_size
+        if s_vocab != t_vocab:
+            raise ShapeMismatchError(vocab_mismatch_message(s_vocab, t_vocab, who))
+        return s_vocab
 
 
 def teacher_rows(teacher: Tensor | TopK, start: int | Tensor, stop: int | None = None) -> Tensor | TopK:
