@@ -483,7 +483,7 @@ def cache_build(side: str) -> dict:
     import torch
 
     from kdforge.cache.hashing import teacher_fingerprint
-    from kdforge.cache.store import CacheSettings, fingerprint_splits, write_cache
+    from kdforge.cache.store import CacheSettings, fingerprint_splits, hash_splits, write_cache
     from kdforge.data.tensors import TensorData
     from kdforge.models.builtin import MLP
 
@@ -497,10 +497,11 @@ def cache_build(side: str) -> dict:
                 teacher(x[i:i + BUILD_BATCH])
     else:
         splits = {"train": TensorData({"x": x})}
-        fingerprints = {"teacher": teacher_fingerprint(teacher), "data": fingerprint_splits(splits, ["x"])}
+        hashed = hash_splits(splits, ["x"])  # as `kdforge cache` does: the rows hashed once, for both
+        fingerprints = {"teacher": teacher_fingerprint(teacher), "data": fingerprint_splits(splits, ["x"], hashed)}
         t0, c0 = time.perf_counter(), time.process_time()  # the fingerprints are the caller's (computed once)
         write_cache(teacher, splits, Path(tempfile.mkdtemp(prefix="kd-overhead-")) / "cache", CacheSettings(),
-                    fingerprints, ["x"], {}, batch_size=BUILD_BATCH)
+                    fingerprints, ["x"], {}, batch_size=BUILD_BATCH, hashed=hashed)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "rows_per_s": BUILD_ROWS / seconds, "cpu_seconds": time.process_time() - c0}
 

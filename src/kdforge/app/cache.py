@@ -23,6 +23,7 @@ from kdforge.cache.store import (
     CacheStore,
     damaged_files,
     fingerprint_splits,
+    hash_splits,
     partial_dir,
     read_manifest,
     repair_cache,
@@ -238,8 +239,9 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
                 return status
         open_store(recipe, data, teacher, path)  # a usable store, or an error saying what differs
         return "up to date"
+    hashed = hash_splits(cache_splits(data), recipe.teacher.inputs)  # for the fingerprint and the store
     fingerprints = {"teacher": fingerprint_teacher(teacher),
-                    "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs)}
+                    "data": fingerprint_splits(cache_splits(data), recipe.teacher.inputs, hashed)}
     teacher_spec = recipe.teacher
     extra: dict[str, Any] = {
         "teacher": {"params": count_params(teacher), "model": teacher_spec.model or teacher_spec.path,
@@ -255,7 +257,7 @@ def _build(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teache
         teacher, cache_splits(data), path, settings, fingerprints, recipe.teacher.inputs, recipe.taps.teacher,
         batch_size=recipe.eval.batch_size, chunk_rows=spec.chunk_rows, overwrite=overwrite, device=device,
         max_batch_tokens=spec.max_batch_tokens, extra=extra, rank=shards[0], world=shards[1], barrier=shards[2],
-        on_chunk=lambda split, done, total: logger.debug("cache: %s %d/%d", split, done, total))
+        hashed=hashed, on_chunk=lambda split, done, total: logger.debug("cache: %s %d/%d", split, done, total))
     logger.info("cache: %s in %.2f s", status, time.perf_counter() - started)
     return status
 

@@ -132,10 +132,18 @@ def split_hashes(data: TensorData, inputs: TeacherInputs, batch_size: int = 4096
     return data.tensors["index"].long(), torch.cat(hashes)
 
 
-def fingerprint_splits(splits: Mapping[str, TensorData], inputs: TeacherInputs) -> str:
-    """The data fingerprint: every split's (id, content hash) pairs, under the keys the hashes cover."""
+Hashed = Mapping[str, tuple[Tensor, Tensor]]  # split -> (ids, content hashes), as `split_hashes` gives them
+
+
+def hash_splits(splits: Mapping[str, TensorData], inputs: TeacherInputs) -> dict[str, tuple[Tensor, Tensor]]:
+    return {name: split_hashes(d, inputs) for name, d in splits.items()}
+
+
+def fingerprint_splits(splits: Mapping[str, TensorData], inputs: TeacherInputs, hashed: Hashed | None = None) -> str:
+    """The data fingerprint: every split's (id, content hash) pairs, under the keys the hashes cover. A caller
+    that also builds the store passes the pairs it hashed (`hash_splits`) here and to `write_cache`."""
     keys = content_keys(inputs, next(iter(splits.values())).tensors) if splits else content_keys(inputs, ())
-    return data_fingerprint({name: split_hashes(d, inputs) for name, d in splits.items()}, keys)
+    return data_fingerprint(dict(hashed) if hashed is not None else hash_splits(splits, inputs), keys)
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -164,7 +172,9 @@ class _Runner:
         self.capture = Capture(teacher, {name: taps[name] for name in settings.features}, owner="teacher")
 
     @torch.no_grad()
-    def __call__(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, batch: Mapping[str, Tensor], keys: Tensor | None = None) -> dict[str, Tensor]:
+        """The outputs to store for `batch`; `keys` its rows' content hashes when already known (a sampled
+        store draws with them; else they are hashed here)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self.capture:
             output = call_model(self.teacher, batch, self.inputs)
@@ -183,7 +193,8 @@ class _Runner:
         if self.settings.logits == "full":
             out = {"logits": logits.to(dtype)}
         elif self.settings.logits in SPARSE_FORMATS:
-            keys = row_hashes(batch, self.inputs) if self.settings.logits == "sampled" else None
+            if self.settings.logits == "sampled" and keys is None:
+                keys = row_hashes(batch, self.inputs)
             out = encode(logits, self.settings, keys)
         else:
             topk = compress_topk(logits, self.settings.k, dtype)
@@ -315,7 +326,7 @@ def _done_chunks(work: Path, progress: dict, fingerprints: Mapping[str, str], ch
 
 
 def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorData], inputs: TeacherInputs,
-                 runner: _Runner, fingerprints: Mapping[str, str]) -> dict:
+                 runner: _Runner, fingerprints: Mapping[str, str], hashed: Hashed | None = None) -> dict:
     """A fresh `.partial` folder: ids and hashes written, every output array allocated at its full size (its
     shapes from a one-row probe), and progress.json saying what is where."""
     shutil.rmtree(work, ignore_errors=True)
@@ -323,7 +334,7 @@ def _start_build(work: Path, progress_file: Path, splits: Mapping[str, TensorDat
     progress: dict[str, Any] = {"fingerprints": dict(fingerprints), "splits": {}, "vocab_size": None}
     for name, data in splits.items():
         (work / name).mkdir()
-        ids, hashes = split_hashes(data, inputs)
+        ids, hashes = hashed[name] if hashed is not None else split_hashes(data, inputs)
         np.save(work / name / "ids.npy", ids.numpy().astype("<i8"))
         np.save(work / name / "hashes.npy", hashes.numpy().astype("<i8"))
         probe = runner(data[slice(0, 1)])
@@ -341,10 +352,13 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
                 taps: Mapping[str, str] | None = None, batch_size: int = 512, chunk_rows: int = 4096,
                 overwrite: bool = False, device: torch.device | str = "cpu", extra: Mapping[str, Any] | None = None,
                 on_chunk: Callable[[str, int, int], None] | None = None, max_batch_tokens: int | None = None,
-                rank: int = 0, world: int = 1, barrier: Callable[[], None] | None = None) -> str:
+                rank: int = 0, world: int = 1, barrier: Callable[[], None] | None = None,
+                hashed: Hashed | None = None) -> str:
     """Run `teacher` once over every split and store its outputs in `directory`.
 
     `fingerprints` holds "teacher" and "data" (see `hashing`); the settings fingerprint is added here.
+    `hashed`: the splits' (ids, content hashes) when the caller already computed them for the data
+    fingerprint (`hash_splits`); else they are computed here.
     A teacher batch holds at most `batch_size` rows and, when `max_batch_tokens` is set, at most that many
     tokens (rows x positions of a sequence input, `tokens_per_row`). A writer thread copies each batch's
     outputs into the store while the teacher computes the next, with at most two batches queued: the build's
@@ -394,7 +408,7 @@ def write_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory:
                     progress = None
             if progress is None:
                 status = "built"
-                progress = _start_build(work, progress_file, splits, inputs, runner, fingerprints)
+                progress = _start_build(work, progress_file, splits, inputs, runner, fingerprints, hashed)
         sync()  # the arrays exist before any process writes into them
         progress = json.loads(progress_file.read_text())
         done = _done_chunks(work, progress, fingerprints, chunk_rows)
@@ -444,12 +458,16 @@ def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, 
             chunks = shard_chunks(len(data), chunk_rows, rank, world)
             whole = world == 1 and not any((name, start) in done for start, _ in chunks)
             hashes = _RunningHashes(work, name, record["arrays"]) if whole else None
+            # a sampled store draws with the rows' content hashes, written once by `_start_build`
+            keys = np.load(work / name / "hashes.npy", mmap_mode="r") if runner.settings.logits == "sampled" else None
             for start, stop in chunks:
                 if (name, start) in done:
                     continue
                 for lo in range(start, stop, rows):
                     hi = min(lo + rows, stop)
-                    writer.put(functools.partial(_store_rows, arrays, lo, hi, runner(data[slice(lo, hi)])))
+                    row_keys = None if keys is None else torch.from_numpy(np.array(keys[lo:hi]))
+                    writer.put(functools.partial(_store_rows, arrays, lo, hi,
+                                                 runner(data[slice(lo, hi)], row_keys)))
                 writer.put(functools.partial(_record_chunk, arrays, shard_file, mine, name, start, stop, len(data),
                                              {"fingerprints": dict(fingerprints), "chunk_rows": chunk_rows},
                                              on_chunk, hashes))
@@ -457,7 +475,7 @@ def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, 
             writer.close()  # this split's rows are written before its time is taken
             writer = _Writer()
             checksums.update(hashes.digests() if hashes is not None else {})
-            del arrays
+            del arrays, keys
             _log_throughput(name, written, per_row, rows, time.perf_counter() - started, label)
     except BaseException:
         writer.close(raise_error=False)  # the chunks finished before the failure are recorded
