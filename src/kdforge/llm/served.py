@@ -86,6 +86,10 @@ class ServedSettings:
     special_ids: tuple[int, ...] = field(default_factory=tuple)
     where: str = "recipe.teacher.args"
 
+    def model_field(self) -> dict[str, str]:
+        """The request's "model" entry: the served model's name when one is set (a server may host several)."""
+        return {} if self.model is None else {"model": self.model}
+
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -231,9 +235,8 @@ def _echo_error(settings: ServedSettings, where: str, i: int, sent: int | None, 
 
 def vllm_request(rows: list[list[int]], settings: ServedSettings) -> tuple[str, dict[str, Any]]:
     payload: dict[str, Any] = {"prompt": rows, "max_tokens": 1, "temperature": 1.0, "top_p": 1.0,
-                               "prompt_logprobs": settings.top_logprobs, "add_special_tokens": False}
-    if settings.model is not None:
-        payload["model"] = settings.model
+                               "prompt_logprobs": settings.top_logprobs, "add_special_tokens": False,
+                               **settings.model_field()}
     return "/v1/completions", payload
 
 
@@ -272,9 +275,8 @@ def vllm_parse(answer: Any, rows: list[list[int]], settings: ServedSettings) -> 
 def sglang_request(rows: list[list[int]], settings: ServedSettings) -> tuple[str, dict[str, Any]]:
     payload: dict[str, Any] = {"input_ids": rows, "sampling_params": {"max_new_tokens": 1, "temperature": 1.0},
                                "return_logprob": True, "logprob_start_len": 0,
-                               "top_logprobs_num": settings.top_logprobs, "return_text_in_logprobs": False}
-    if settings.model is not None:
-        payload["model"] = settings.model
+                               "top_logprobs_num": settings.top_logprobs, "return_text_in_logprobs": False,
+                               **settings.model_field()}
     return "/generate", payload
 
 
@@ -341,7 +343,7 @@ class ServedClient:
         the server has no such endpoints; the echoed ids are still checked on every answer.
         """
         s = self.settings
-        model = {"model": s.model} if s.model is not None else {}
+        model = s.model_field()
         for ids in rows:
             inner = list(ids)
             while inner and inner[0] in s.special_ids:
