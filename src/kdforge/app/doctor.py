@@ -38,6 +38,8 @@ Level = Literal["info", "warning", "error"]
 
 # Terms that compare the two models' logits entry by entry, so they need one vocabulary (or its shared prefix).
 LOGIT_TERMS = ("kd", "dkd", "gkd", "token_kd", "fused_token_kd", "logit_mse")
+# Terms that take vocab_size (the real, shared part of padded or nested vocabularies)
+VOCAB_SIZE_TERMS = ("token_kd", "fused_token_kd")
 # Terms that distil across tokenizers (docs/llm.md#distilling-across-tokenizers).
 CROSS_TOKENIZER_TERMS = ("uld", "span_kl", "span_hybrid")
 ACROSS = ("sequence-level KD (kdforge.llm.seq_kd: train the student with ce on teacher-generated text) or a "
@@ -135,32 +137,26 @@ def _vocabulary(result: Diagnosis, teacher: Side, student: Side, logit_terms: li
     """The vocabulary case, and whether the logit-comparing loss terms can work with it."""
     match = vocabulary_case(teacher.tokenizer, student.tokenizer)
     unset = [(i, term) for i, term in logit_terms if term.params.get("vocab_size") is None]
-    if match.case == "identical":
-        t_rows, s_rows = teacher.rows, student.rows
-        if t_rows is not None and s_rows is not None and t_rows != s_rows:
-            real = len(teacher.tokenizer)
-            if unset:
-                for i, term in unset:
-                    result.add("error", f"recipe.losses[{i}] ({term.name}): padded vocabulary: one tokenizer of "
-                                        f"{real} tokens, but the teacher has {t_rows} embedding rows and the "
-                                        f"student {s_rows}; set vocab_size: {min(real, t_rows, s_rows)} on the term "
-                                        "(token_kd compares the real vocabulary only).")
-            else:
-                result.add("info", f"padded vocabulary: one tokenizer of {real} tokens, teacher {t_rows} and "
-                                   f"student {s_rows} embedding rows; vocab_size on the loss compares the real part.")
-        else:
-            result.add("info", f"identical tokenizers ({match.teacher_size} tokens): token-level KD applies as is.")
+    t_rows, s_rows = teacher.rows, student.rows
+    if match.case == "identical" and t_rows is not None and s_rows is not None and t_rows != s_rows:
+        real = len(teacher.tokenizer)
+        case, size = (f"padded vocabulary: one tokenizer of {real} tokens, teacher {t_rows} and student {s_rows} "
+                      "embedding rows"), min(real, t_rows, s_rows)
+    elif match.case == "prefix":
+        case, size = (f"superset vocabulary: the student's {match.student_size} tokens are the teacher's first "
+                      f"{match.student_size} (of {match.teacher_size})"), match.student_size
+    elif match.case == "identical":
+        result.add("info", f"identical tokenizers ({match.teacher_size} tokens): token-level KD applies as is.")
         return
-    if match.case == "prefix":
-        if unset:
-            for i, term in unset:
-                result.add("error", f"recipe.losses[{i}] ({term.name}): superset vocabulary: the student's "
-                                    f"{match.student_size} tokens are the teacher's first {match.student_size} "
-                                    f"(of {match.teacher_size}); set vocab_size: {match.student_size} on the term "
-                                    "so only the shared tokens are compared.")
-        else:
-            result.add("info", f"superset vocabulary: the student's {match.student_size} tokens are the teacher's "
-                               f"first ones (of {match.teacher_size}); vocab_size on the loss compares them.")
+    else:
+        case = None
+    if case is not None:
+        for i, term in unset:
+            fix = (f"set vocab_size: {size} on the term so only the shared tokens are compared"
+                   if term.name in VOCAB_SIZE_TERMS else f"use token_kd with vocab_size: {size} instead")
+            result.add("error", f"recipe.losses[{i}] ({term.name}): {case}; {fix}.")
+        if not unset:
+            result.add("info", f"{case}; vocab_size on the loss compares the shared tokens.")
         return
     kind = ("superset vocabulary: the student's tokens keep their ids in the teacher's, but are not its first ones"
             if match.case == "superset" else

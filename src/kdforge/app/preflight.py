@@ -99,7 +99,8 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
                 if isinstance(teacher, OnlineTeacher):
                     teacher.capture.check_fired()
                 # an off-by-one teacher trains towards the wrong token, silently
-                check_alignment(teacher_outputs.logits, batch.get("labels"), "recipe.teacher")
+                check_alignment(teacher_outputs.logits, batch.get("teacher_labels", batch.get("labels")),
+                                "recipe.teacher")  # a cross-tokenizer teacher: its own tokens
             _check_labels(batch, module)
             if isinstance(module, DistillModule):
                 student_outputs = module._student_outputs(batch)

@@ -216,14 +216,14 @@ def token_surfaces(tokenizer) -> list[bytes | None]:
     for token, i in tokenizer.get_vocab().items():
         if token in special:
             continue
+        if i >= len(table):
+            raise AlignmentError(f"tokenizer: token {token!r} has id {i} beyond the vocabulary size {len(table)}.")
         if convention == "byte_level":
             table[i] = bytes(decoder.get(c, ord("?")) for c in token)
         elif convention == "metaspace":
             table[i] = token.replace("▁", " ").encode()
         else:
             table[i] = token[2:].encode() if token.startswith("##") else b" " + token.encode()
-        if i >= len(table):
-            raise AlignmentError(f"tokenizer: token {token!r} has id {i} beyond the vocabulary size {len(table)}.")
     return table
 
 
