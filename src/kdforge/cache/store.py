@@ -21,11 +21,11 @@ tensor's size in one header written last, so it cannot be filled in place; Arrow
 dependency for nothing we need here (no nested types, no columnar queries).
 
 Writes go to `.<DIR name>.partial/` next to DIR: `progress.json` lists the allocated arrays, and each finished
-chunk of rows is flushed, then recorded in the writing process's `progress.shard-<rank>.json` (several processes
-can build one store, each its own chunks); a later run with the same fingerprint builds only the chunks no
-progress file records (another fingerprint starts over). When every split is written, the manifest (with
-SHA-256 of every file) is written and the folder is renamed to DIR. Readers check the format, the sizes and,
-unless told not to, the checksums.
+chunk of rows is written (`cache.array_file`), made durable, then recorded in the writing process's
+`progress.shard-<rank>.json` (several processes can build one store, each its own chunks); a later run with the
+same fingerprint builds only the chunks no progress file records (another fingerprint starts over). When every
+split is written, the manifest (with SHA-256 of every file) is written and the folder is renamed to DIR. Readers
+check the format, the sizes and, unless told not to, the checksums.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge import io
+from kdforge.cache.array_file import ArrayFile
 from kdforge.cache.formats import FORMATS, INDEX_CODES, SPARSE_FORMATS, VALUE_CODES, encode
 from kdforge.cache.hashing import HASH_VERSION, TeacherInputs, content_keys, data_fingerprint, row_hashes
 from kdforge.cache.topk import TopK, compress_topk
@@ -264,8 +264,8 @@ def _log_throughput(split: str, rows: int, per_row: int, batch: int, seconds: fl
 
 
 class _Writer:
-    """Copies teacher outputs into the memory-mapped arrays on a background thread, so that the teacher's next
-    forward overlaps the copy of the last one (numpy's copies and the page faults they take release the GIL).
+    """Writes teacher outputs into the store's array files on a background thread, so that the teacher's next
+    forward overlaps the write of the last one (`os.pwrite`, SHA-256 and `fdatasync` release the GIL).
     The queue holds at most `depth` jobs, so the build's memory stays bounded at about `depth` + 1 batches of
     outputs. Jobs run in order: a chunk's progress record is written only after its rows. An error in the
     thread is raised in the caller at its next `put` or at `close`; after one, queued jobs are dropped."""
@@ -437,8 +437,8 @@ def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, 
                  max_batch_tokens: int | None, rank: int, world: int,
                  on_chunk: Callable[[str, int, int], None] | None) -> dict[str, str]:
     """This process's chunks of every split not yet done: teacher forward here, copies on the writer thread,
-    and after each chunk (arrays flushed) its start added to `progress.shard-<rank>.json`. Returns the SHA-256
-    of the array files it wrote whole and in order ({path in the store: hex digest}; see `_RunningHashes`)."""
+    and after each chunk (its rows made durable) its start added to `progress.shard-<rank>.json`. Returns the SHA-256
+    of the array files it wrote whole and in order ({path in the store: hex digest}; see `ArrayFile`)."""
     checksums: dict[str, str] = {}
     shard_file = work / f"progress.shard-{rank}.json"
     mine: dict[str, list[int]] = {}
@@ -447,17 +447,17 @@ def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, 
                 for split, starts in json.loads(shard_file.read_text()).get("done", {}).items()}
     label = f" (process {rank} of {world})" if world > 1 else ""
     writer = _Writer()
+    files: dict[str, ArrayFile] = {}
     try:
         for name, data in splits.items():
             record = progress["splits"][name]
-            arrays = {stem: np.lib.format.open_memmap(work / name / f"{stem}.npy", mode="r+")
-                      for stem in record["arrays"]}
             per_row = tokens_per_row(data, inputs)
             rows = batch_rows(batch_size, per_row, max_batch_tokens)
             started, written = time.perf_counter(), 0
             chunks = shard_chunks(len(data), chunk_rows, rank, world)
+            # one process writing a split whole and in order hashes the bytes as it writes them
             whole = world == 1 and not any((name, start) in done for start, _ in chunks)
-            hashes = _RunningHashes(work, name, record["arrays"]) if whole else None
+            files = {stem: ArrayFile(work / name / f"{stem}.npy", hash_in_order=whole) for stem in record["arrays"]}
             # a sampled store draws with the rows' content hashes, written once by `_start_build`
             keys = np.load(work / name / "hashes.npy", mmap_mode="r") if runner.settings.logits == "sampled" else None
             for start, stop in chunks:
@@ -466,58 +466,41 @@ def _write_shard(runner: _Runner, splits: Mapping[str, TensorData], work: Path, 
                 for lo in range(start, stop, rows):
                     hi = min(lo + rows, stop)
                     row_keys = None if keys is None else torch.from_numpy(np.array(keys[lo:hi]))
-                    writer.put(functools.partial(_store_rows, arrays, lo, hi,
-                                                 runner(data[slice(lo, hi)], row_keys)))
-                writer.put(functools.partial(_record_chunk, arrays, shard_file, mine, name, start, stop, len(data),
+                    writer.put(functools.partial(_store_rows, files, lo, hi, runner(data[slice(lo, hi)], row_keys)))
+                writer.put(functools.partial(_record_chunk, files, shard_file, mine, name, start, stop, len(data),
                                              {"fingerprints": dict(fingerprints), "chunk_rows": chunk_rows},
-                                             on_chunk, hashes))
+                                             on_chunk))
                 written += stop - start
             writer.close()  # this split's rows are written before its time is taken
             writer = _Writer()
-            checksums.update(hashes.digests() if hashes is not None else {})
-            del arrays, keys
+            checksums.update({f"{name}/{stem}.npy": digest for stem, file in files.items()
+                              if (digest := file.digest()) is not None})
+            _close_all(files)
+            del keys
             _log_throughput(name, written, per_row, rows, time.perf_counter() - started, label)
     except BaseException:
         writer.close(raise_error=False)  # the chunks finished before the failure are recorded
         raise
+    finally:
+        _close_all(files)
     writer.close()
     return checksums
 
 
-def _store_rows(arrays: Mapping[str, np.ndarray], lo: int, hi: int, outputs: Mapping[str, Tensor]) -> None:
+def _store_rows(files: Mapping[str, ArrayFile], lo: int, hi: int, outputs: Mapping[str, Tensor]) -> None:
     for stem, value in outputs.items():
-        arrays[stem][lo:hi] = _to_numpy(value)
+        rows = _to_numpy(value)
+        if len(rows) != hi - lo or rows.shape[1:] != files[stem].shape[1:]:
+            raise CacheError(f"the teacher's {stem} for rows {lo}-{hi} have shape {tuple(rows.shape)}, but the "
+                             f"store allocated {files[stem].shape} from its first row: the teacher's output "
+                             "shape must not depend on the batch (pad every row of a split to one length).")
+        files[stem].write(lo, rows)
+        files[stem].sync()  # batch by batch, so that a chunk's record waits for one batch's writeback, not all
 
 
-class _RunningHashes:
-    """The SHA-256 of a split's array files, fed on the writer thread after each chunk while the teacher computes
-    the next one, so that the manifest's checksums need no pass over the store at the end (on a small teacher
-    that pass costs as much as a tenth of the build). Only for a split one process writes whole and in order
-    (a resumed or shared build hashes its files at the end); the bytes are read back from the page cache."""
-
-    def __init__(self, work: Path, split: str, stems: Collection[str]) -> None:
-        self.split = split
-        self.paths = {stem: work / split / f"{stem}.npy" for stem in stems}
-        self.hashes = {stem: hashlib.sha256() for stem in stems}
-        self.upto = dict.fromkeys(stems, 0)
-
-    def feed(self, arrays: Mapping[str, np.memmap], stop: int) -> None:
-        """Hash each file up to the end of row `stop` (its header included)."""
-        for stem, array in arrays.items():
-            end = array.offset + stop * array.itemsize * math.prod(array.shape[1:])
-            with self.paths[stem].open("rb") as handle:
-                handle.seek(self.upto[stem])
-                while self.upto[stem] < end:
-                    block = handle.read(min(end - self.upto[stem], 1 << 24))
-                    if not block:
-                        raise OSError(errno.EIO, f"{self.paths[stem]} ends before row {stop}")
-                    self.hashes[stem].update(block)
-                    self.upto[stem] += len(block)
-
-    def digests(self) -> dict[str, str]:
-        """{split/stem.npy: hex digest} of the files hashed to their last byte."""
-        return {f"{self.split}/{stem}.npy": self.hashes[stem].hexdigest() for stem, path in self.paths.items()
-                if self.upto[stem] == path.stat().st_size}
+def _close_all(files: Mapping[str, ArrayFile]) -> None:
+    for file in files.values():
+        file.close()
 
 
 def _write_json_any_rank(path: Path, data: dict) -> None:
@@ -533,14 +516,12 @@ def _write_json_any_rank(path: Path, data: dict) -> None:
         raise
 
 
-def _record_chunk(arrays: Mapping[str, np.memmap], shard_file: Path, mine: dict[str, list[int]], split: str,
-                  start: int, stop: int, rows: int, header: dict, on_chunk: Callable[[str, int, int], None] | None,
-                  hashes: _RunningHashes | None = None) -> None:
-    """After a chunk's rows: flush them to the files, then record the chunk as this process's (temp + rename)."""
-    for array in arrays.values():
-        array.flush()
-    if hashes is not None:
-        hashes.feed(arrays, stop)
+def _record_chunk(files: Mapping[str, ArrayFile], shard_file: Path, mine: dict[str, list[int]], split: str,
+                  start: int, stop: int, rows: int, header: dict,
+                  on_chunk: Callable[[str, int, int], None] | None) -> None:
+    """After a chunk's rows: make them durable, then record the chunk as this process's (temp + rename)."""
+    for file in files.values():
+        file.sync()
     mine.setdefault(split, []).append(start)
     _write_json_any_rank(shard_file, {**header, "done": mine})
     if on_chunk is not None:
@@ -587,6 +568,8 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
         directory.parent.mkdir(parents=True, exist_ok=True)
         work.rename(directory)
     _fsync_dir(directory.parent)
+    # every checksum was computed here, from the bytes written or the files: opening the store needs no re-read
+    _VERIFIED.add(_verified_key(directory, read_manifest(directory)))
 
 
 def repair_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
@@ -662,7 +645,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-_VERIFIED: dict[tuple[str, str], bool] = {}  # (dir, manifest sha) -> checksums already verified in this process
+_VERIFIED: set[tuple] = set()  # `_verified_key`s whose checksums were verified in this process
 
 
 REPAIR_HINT = ("Repair it with `kdforge cache RECIPE` (rebuilds the damaged split only), or rebuild all of it with "
@@ -685,15 +668,31 @@ def damaged_files(directory: Path, manifest: dict[str, Any], checksums: bool = T
     return bad
 
 
+def _verified_key(directory: Path, manifest: dict[str, Any]) -> tuple:
+    """What a checksum verification in this process vouches for: the store's folder, its manifest and each
+    file's size and modification time (a file written since is checked again)."""
+    stats = []
+    for rel in sorted(manifest["files"]):
+        try:
+            stat = (directory / rel).stat()
+        except OSError:
+            return ()  # a missing file is never vouched for
+        stats.append((rel, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return (str(directory.resolve()), hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest(),
+            tuple(stats))
+
+
 def verify_files(directory: Path, manifest: dict[str, Any], checksums: bool = True) -> None:
-    """Every file exists with its recorded size and (if `checksums`) its SHA-256; names the first bad one."""
-    key = (str(directory.resolve()), hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest())
-    bad = damaged_files(directory, manifest, checksums=checksums and not _VERIFIED.get(key))
+    """Every file exists with its recorded size and (if `checksums`) its SHA-256; names the first bad one.
+    Checksums verified once in this process (or computed by the build that wrote the store) are not read
+    again while the files are unchanged."""
+    key = _verified_key(directory, manifest)
+    bad = damaged_files(directory, manifest, checksums=checksums and key not in _VERIFIED)
     if bad:
         rel, what = next(iter(bad.items()))
         raise CacheError(f"teacher cache {str(directory)!r}: {rel} {what}. {REPAIR_HINT}")
-    if checksums:
-        _VERIFIED[key] = True
+    if checksums and key:
+        _VERIFIED.add(key)
 
 
 def _open_array(path: Path, dtype: str) -> Tensor:
