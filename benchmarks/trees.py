@@ -599,7 +599,7 @@ def curve_junta(log=print) -> list[dict]:
                     est.fit()
                     add("junta", est.predict(X_eval), time.perf_counter() - t0,
                         est.n_samples_["influence"] + est.n_samples_["tree"], 0,
-                        est.n_queries_["influence"] + est.n_queries_["tree"], est.tree_.n_leaves,
+                        sum(est.n_queries_.values()), est.tree_.n_leaves,
                         n_pairs=est.n_pairs_, found=sorted(est.relevant_.tolist()), refused=None)
                 except NotAJuntaError as exc:
                     rows.append({**base, "method": "junta", "n_pairs": est.n_pairs_, "refused": str(exc),
@@ -941,7 +941,8 @@ def junta_markdown(rows: list[dict]) -> list[str]:
 
     out = ["Planted k-junta: a random balanced truth table over k of n uniform +-1 inputs; MLP 2x256 teacher. "
            "junta = `JuntaDistiller` with n_pairs a fraction of its default; its 'samples' are inputs drawn from "
-           "the sampler and 'queries' teacher evaluations (flipped inputs and completions included), with no "
+           "the sampler and 'queries' teacher evaluations (every row: flipped inputs, completions and any "
+           "sensitivity sweep included), with no "
            "labelled data; LRH and CART: as in the other curves. Values: median [min-max] over seeds.", "",
            "| n | k | method | budget | fidelity | relevant set found | samples | queries | leaves | s |",
            "|---|---|---|---|---|---|---|---|---|---|"]

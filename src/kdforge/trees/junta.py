@@ -23,9 +23,13 @@ random examples cannot:
    `NotAJuntaError` (many coordinates of tiny influence, such as a majority vote over all inputs, pass step 1
    but fail here).
 
-Cost: n * n_pairs + 2^|J| * n_completions teacher queries; no labelled data. What the notes reconstruct as the
-paper's comparison: learning a k-junta from random examples takes about n^k time for the best known
-algorithms, while the queries make it poly(n, 2^k).
+Cost, every query counted in `n_queries_`: (n + 1) * n_pairs for the influences; on {-1,+1} inputs
+2^|J| * max(n_completions, ceil(n_dp / 2^|J|)) for the tree; on other inputs n_dp for the tree plus the
+sensitivity sweep, |J| * min(200, pool) * (<= 32 grid points), often the largest share; and the fidelity rows.
+No labelled data. Without a sampler the fidelity rows are held out of the pool X before anything is drawn from
+it (`_fit_inputs`, as in the other distillers), so the bound is about rows no step saw. What the notes
+reconstruct as the paper's comparison: learning a k-junta from random examples takes about n^k time for the
+best known algorithms, while the queries make it poly(n, 2^k).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from kdforge.errors import KDForgeError
+from kdforge.trees import render
 from kdforge.trees.base import TeacherTreeEstimator, check_fraction, check_int
 from kdforge.trees.conjunctions import all_conjunctions
 from kdforge.trees.dp import tree_dp
@@ -68,8 +74,9 @@ class JuntaDistiller(TeacherTreeEstimator):
     Args:
         teacher: An `nn.Module` or a callable X -> scores; it is queried at perturbed inputs.
         k: The largest number of relevant inputs accepted (the junta size).
-        sampler: Callable (n, rng) -> (n, n_features) fresh inputs. Without it, `fit`'s X is the pool that
-            draws are taken from (with replacement).
+        sampler: Callable (n, rng) -> (n, n_features) fresh inputs. Without it, `fit`'s X is a pool: up to a
+            fifth of its rows are held out for the fidelity bound, and draws are taken from the rest (with
+            replacement).
         threshold: Influence above which a coordinate is relevant; None: 2^-k (see the module docstring).
         n_pairs: Draws per coordinate for the influence estimates; None: 8 ln(2n / 0.01) / threshold.
         n_completions: Least number of completions per assignment of the relevant inputs ({-1,+1} inputs).
@@ -78,7 +85,8 @@ class JuntaDistiller(TeacherTreeEstimator):
         max_depth: Depth of the tree over J; None: |J|.
         max_error: Largest share of queries that may disagree with the tree before `fit` raises.
         size_tolerance: Keep the smallest tree whose agreement is within this fraction of the best.
-        n_fidelity: Fresh samples for the fidelity estimate and its Clopper-Pearson bound.
+        n_fidelity: Rows for the fidelity estimate and its Clopper-Pearson bound: fresh sampler draws, or rows
+            held out of the pool X (at most a fifth of it), never used in fitting.
         confidence: Level of the one-sided fidelity bound.
         random_state: Seed (int) or None.
 
@@ -88,9 +96,11 @@ class JuntaDistiller(TeacherTreeEstimator):
         influence_: (n_features,) estimated influence of every input.
         threshold_: The influence threshold used; n_pairs_: draws per coordinate.
         junta_error_: Share of the tree-fitting queries on which the teacher disagrees with the tree.
-        n_queries_: Teacher evaluations, by kind (`influence`, `tree`, `fidelity`).
+        n_queries_: Rows the teacher was asked about, by kind: `influence` (base and moved rows), `sweep`
+            (the sensitivity thresholds on inputs other than {-1,+1}; 0 on the cube), `tree`, `fidelity`.
         n_samples_: Inputs drawn from the sampler or pool, by kind.
-        fidelity_, fidelity_lower_, n_fidelity_: Agreement on fresh samples and its lower confidence bound.
+        fidelity_, fidelity_lower_, n_fidelity_: Agreement on the held-out rows and its lower confidence bound.
+        fidelity_rows_: What those rows are (fresh sampler draws, or held-out rows of the pool X).
         classes_, n_features_in_, literals_.
 
     Example:
@@ -149,31 +159,45 @@ class JuntaDistiller(TeacherTreeEstimator):
             return self._draw(n, rng, X)
         return X[rng.integers(0, len(X), size=n)]
 
+    def _ask(self, X: np.ndarray, kind: str) -> np.ndarray:
+        """Teacher labels on X, counted in `n_queries_[kind]`: the count is of the rows actually asked about."""
+        self.n_queries_[kind] += len(X)
+        return self._teacher_labels(X)
+
     def fit(self, X: Any = None, y: Any = None) -> JuntaDistiller:
         """Distil the teacher. X: pool of unlabelled inputs (or only its width, with a sampler); y is ignored."""
         self._check_params()
         name = type(self).__name__
-        if X is None and self.sampler is None:
-            raise ValueError(f"{name}.fit: give a pool X of unlabelled inputs, or a sampler.")
-        X = self._validate_input(X, reset=True) if X is not None else None
-        self._reset_classes()
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
-        probe = self._draws(1, rng, X)
-        n = probe.shape[1]
+        self.n_queries_ = {"influence": 0, "sweep": 0, "tree": 0, "fidelity": 0}
+        if self.sampler is None:  # split the pool: the bound is measured on rows no step was fitted on
+            X, X_fid = self._fit_inputs(X, rng)
+            self.fidelity_rows_ = "held-out rows of the pool X, never used in fitting"
+        else:
+            X = self._validate_input(X, reset=True) if X is not None else None
+            self._reset_classes()
+            X_fid = None  # drawn fresh after the fit
+            self.fidelity_rows_ = "fresh sampler draws, never used in fitting"
+        # the width fixes the default n_pairs; without X it comes from the first draw, which is kept as a base row
+        first = self._draw(1, rng, None) if X is None else None
+        n = X.shape[1] if X is not None else first.shape[1]
         if X is None:
             self.n_features_in_ = n
         self.threshold_ = float(self.threshold) if self.threshold is not None else default_threshold(self.k)
         self.n_pairs_ = int(self.n_pairs) if self.n_pairs is not None else default_pairs(n, self.threshold_)
 
-        base = self._draws(self.n_pairs_, rng, X)
+        if first is None:
+            base = self._draws(self.n_pairs_, rng, X)
+        else:
+            base = first if self.n_pairs_ == 1 else np.concatenate([first, self._draws(self.n_pairs_ - 1, rng, X)])
         boolean = is_boolean_cube(base)
         other = None if boolean else self._draws(self.n_pairs_, rng, X)
-        y_base = self._teacher_labels(base)
+        y_base = self._ask(base, "influence")
         influence = np.zeros(n)
         for i in range(n):
             moved = base.copy()
             moved[:, i] = -moved[:, i] if boolean else other[:, i]
-            influence[i] = float(np.mean(self._teacher_labels(moved) != y_base))
+            influence[i] = float(np.mean(self._ask(moved, "influence") != y_base))
         self.influence_ = influence
         order = np.argsort(-influence, kind="stable")
         relevant = order[influence[order] >= self.threshold_]
@@ -213,14 +237,28 @@ class JuntaDistiller(TeacherTreeEstimator):
                 "small influence (e.g. a vote over all inputs) look like this: lower 'threshold', raise 'k', or "
                 "distil with LRHTreeDistiller (tree recipe: method: lrh)."
             )
-        X_fid = self._draws(self.n_fidelity, rng, X) if self.n_fidelity else None
-        y_fid = self._teacher_labels(X_fid) if X_fid is not None else None
-        self.n_queries_ = {"influence": (n + 1) * self.n_pairs_, "tree": len(labels),
-                           "fidelity": self.n_fidelity}
+        if self.sampler is not None and self.n_fidelity:
+            X_fid = self._draw(self.n_fidelity, rng, X)
+        y_fid = self._ask(X_fid, "fidelity") if X_fid is not None else None
         self.n_samples_ = {"influence": self.n_pairs_ * (1 if boolean else 2), "tree": len(labels),
-                           "fidelity": self.n_fidelity}
+                           "fidelity": 0 if X_fid is None else len(X_fid)}
         self._finish_fit(X_fid, y_fid)
         return self
+
+    def fidelity_statement(self) -> str:
+        """The bound, naming the rows it was measured on (fresh sampler draws, or held-out rows of the pool)."""
+        check_is_fitted(self, "tree_")
+        if self.n_fidelity_ == 0:
+            return super().fidelity_statement()
+        agree = int(round(self.fidelity_ * self.n_fidelity_))
+        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence,
+                                         samples=self.fidelity_rows_)
+
+    def to_dict(self, feature_names: list[str] | None = None,
+                class_names: list[str] | None = None) -> dict[str, Any]:
+        out = super().to_dict(feature_names, class_names)
+        out["fidelity"]["measured_on"] = self.fidelity_rows_
+        return out
 
     def _tree_samples(self, relevant: np.ndarray, boolean: bool, rng: np.random.Generator, X: np.ndarray | None,
                       n: int) -> tuple[np.ndarray, np.ndarray, Literals, np.ndarray]:
@@ -236,7 +274,7 @@ class JuntaDistiller(TeacherTreeEstimator):
         else:
             inputs = self._draws(self.n_dp, rng, X)
             pool = inputs if X is None else X
-            literals = sensitivity_literals(pool, self._teacher_labels, self.n_thresholds, rng=rng,
+            literals = sensitivity_literals(pool, lambda A: self._ask(A, "sweep"), self.n_thresholds, rng=rng,
                                             features=relevant)
-        labels = self._teacher_labels(inputs)
+        labels = self._ask(inputs, "tree")
         return literals.transform(inputs), labels, literals, inputs
