@@ -88,6 +88,7 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         from kdforge.report.compare import kd_verdict
 
         out.print(kd_verdict(report["kd_gain_test"]), markup=False, highlight=False, soft_wrap=True)
+    _print_evaluation_note(report)
     out.print(f"Report: {out_dir / 'report.html'}  (also report.md, report.json, plots/)", markup=False,
               highlight=False, soft_wrap=True)
 
@@ -107,11 +108,18 @@ def _print_embedding_summary(report: dict, out_dir: Path) -> None:
     speed = f", {throughput:.2f}x the teacher's throughput" if throughput else " (throughput not measured)"
     out.print(f"Student: {report['params_ratio']:.3f}x the teacher's parameters{speed}.", markup=False,
               highlight=False, soft_wrap=True)
-    if "evaluation_error" in report:
-        out.print(f"The detailed evaluation failed: {report['evaluation_error']}", markup=False, highlight=False,
-                  soft_wrap=True)
+    _print_evaluation_note(report)
     out.print(f"Report: {out_dir / 'report.html'}  (also report.md, report.json, plots/)", markup=False,
               highlight=False, soft_wrap=True)
+
+
+def _print_evaluation_note(report: dict) -> None:
+    """Why the report lacks its detailed sections: skipped by design, or failed (the report files say it too)."""
+    from kdforge.report.embedding_content import evaluation_note
+
+    note = evaluation_note(report)
+    if note is not None:
+        out.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 def _num(x: float | None) -> str:

@@ -124,10 +124,10 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
 
         report = build_embedding_report(out_dir, recipe, data, teacher, students, env, teacher_model, opts)
         return _write_files(out_dir, report)
-    evaluation, evaluation_error = None, None
-    if teacher_model is not None and is_paired(data.test):
-        evaluation_error = ("not run: teacher and student use different tokenizers, so their distributions cannot be "
-                            "compared entry by entry; see bits per byte and the agreement at aligned span ends")
+    evaluation, evaluation_error, evaluation_skipped = None, None, None
+    if teacher_model is not None and is_paired(data.test):  # skipped by design, not failed (report.json keys)
+        evaluation_skipped = ("teacher and student use different tokenizers, so their distributions cannot be "
+                              "compared entry by entry; see bits per byte and the agreement at aligned span ends")
     elif teacher_model is not None:
         try:
             evaluation = _evaluate(recipe, data, teacher_model, students, scratch, opts)
@@ -157,6 +157,8 @@ def write_report(out_dir: Path, recipe: Recipe, data: DataBundle, teacher: dict[
         report["student_init"] = json.loads((out_dir / "student_init.json").read_text())
     if evaluation_error is not None:
         report["evaluation_error"] = evaluation_error
+    if evaluation_skipped is not None:
+        report["evaluation_skipped"] = evaluation_skipped
     if evaluation is not None:
         report["evaluated_seed"] = evaluation["seed"]
         report["eval_options"] = evaluation["options"]

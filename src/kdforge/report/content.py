@@ -7,7 +7,7 @@ from typing import Any
 
 from kdforge.report.blocks import Block, Section, _cost_blocks, _cost_section, _ms, _size, caption, pct  # noqa: F401
 from kdforge.report.compare import kd_verdict
-from kdforge.report.embedding_content import embedding_sections
+from kdforge.report.embedding_content import embedding_sections, evaluation_note
 
 
 def summary_sections(report: dict[str, Any]) -> list[Section]:
@@ -53,8 +53,9 @@ def summary_sections(report: dict[str, Any]) -> list[Section]:
                if "bits_per_byte" in m]
         fidelity.append(("p", "Held-out bits per byte (summed next-token NLL in bits over the UTF-8 bytes of the "
                               f"test text; lower is better, whatever the tokenizer): {', '.join(bpb)}."))
-    if "evaluation_error" in report:
-        fidelity.append(("p", f"Detailed fidelity sections: {report['evaluation_error']}."))
+    note = evaluation_note(report)
+    if note is not None:  # skipped by design or failed, said apart
+        fidelity.append(("p", note))
     if "accuracy_last" in student:  # `select: best`: the kept step beside the last one, seed by seed
         summary += _best_vs_last_blocks(student, scratch)
     if "student_init" in report:

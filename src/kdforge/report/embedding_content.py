@@ -7,6 +7,17 @@ from typing import Any
 from kdforge.report.blocks import Block, Section, _cost_section, caption
 
 
+def evaluation_note(report: dict[str, Any]) -> str | None:
+    """One sentence on the detailed evaluation when a report lacks it: skipped by design (`evaluation_skipped`,
+    e.g. teacher and student with different tokenizers) or failed (`evaluation_error`); None when it ran. The
+    report files and the CLI's summary say it alike."""
+    if "evaluation_skipped" in report:
+        return f"The detailed evaluation was not run: {report['evaluation_skipped']}."
+    if "evaluation_error" in report:
+        return f"The detailed evaluation failed: {report['evaluation_error']}."
+    return None
+
+
 def embedding_sections(report: dict[str, Any]) -> list[Section]:
     """What report.md / report.html say about a label-free run."""
     data, teacher, student = report["data"], report["teacher"], report["student"]
@@ -46,8 +57,9 @@ def embedding_sections(report: dict[str, Any]) -> list[Section]:
     if report.get("throughput_ratio"):
         ratios += f" and encodes {report['throughput_ratio']:.2f}x as many sentences per second"
     fidelity.append(("p", ratios + "."))
-    if "evaluation_error" in report:
-        fidelity.append(("p", f"The detailed evaluation failed: {report['evaluation_error']}."))
+    note = evaluation_note(report)
+    if note is not None:
+        fidelity.append(("p", note))
     sections: list[Section] = [("Summary", summary), ("Embedding fidelity", fidelity),
                                *_cost_section(report.get("cost"))]
     header = ["seed", "cosine", "5th percentile", "min", "Spearman", "MSE", "steps (best)"]
