@@ -15,9 +15,7 @@ from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
 from kdforge.llm.positions import check_alignment
 from kdforge.llm.vocab import check_vocabularies
 from kdforge.losses.fused_linear import fused_refusal
-from kdforge.losses.span_kl import SpanHybridLoss, SpanKLLoss
 from kdforge.losses.sparse import topk_refusal
-from kdforge.losses.uld import ULDLoss
 from kdforge.models.forward import call_model, logits_of
 from kdforge.recipe import Recipe
 from kdforge.train.module import DistillModule, OnlineTeacher, standard_step
@@ -32,21 +30,15 @@ def _check_sparse(module: DistillModule | MutualModule, teacher: CachedTeacher) 
     kind = teacher.store.settings.logits
     held = {"topk": "top-k logits", "sampled": "sampled tokens", "topk_tail": "top-k log-probabilities + tail mass"}
     for name, term in module.loss.terms.items():
-        if isinstance(term, (ULDLoss, SpanKLLoss, SpanHybridLoss)):  # across tokenizers: no sparse reading
-            raise RecipeError(
-                f"recipe.losses ({name}): the teacher cache holds {held.get(kind, kind)}, and the cross-tokenizer "
-                "losses (uld, span_kl, span_hybrid) read the teacher's whole next-token distribution at every "
-                "aligned span end. Build a full-logit cache (teacher.cache.logits: full), or run the teacher online."
-            )
-        reason = topk_refusal(term, kind)
+        reason = topk_refusal(term, kind)  # each loss says why it cannot (its `sparse_refusal`), or None
         if kind == "topk" and reason is None and getattr(term, "tail", teacher.tail) != teacher.tail:
             reason = (f"its tail={term.tail!r} differs from the cache's teacher.cache.tail={teacher.tail!r}, "
                       "which rebuilds the teacher")
         if reason is not None:
             raise RecipeError(
-                f"recipe.losses ({name}): the teacher cache holds {held.get(kind, kind)}, and {reason}. Use kd or "
-                "token_kd (forward_kl) with it, or a full-logit cache (teacher.cache.logits: full), or the online "
-                "teacher."
+                f"recipe.losses ({name}): the teacher cache holds {held.get(kind, kind)}, and {reason}. Build a "
+                "full-logit cache (teacher.cache.logits: full) or run the teacher online, which every loss reads; "
+                "or, with this cache, use kd or token_kd (forward_kl)."
             )
 
 

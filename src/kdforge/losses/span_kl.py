@@ -36,7 +36,7 @@ from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
 from kdforge.losses.base import DistillLoss, Outputs, Targets
-from kdforge.losses.uld import aligned_logits, sorted_l1, span_end_positions
+from kdforge.losses.uld import aligned_logits, cross_tokenizer_sparse_refusal, sorted_l1, span_end_positions
 from kdforge.registry import LOSSES
 from kdforge.validation import check_positive, check_probability
 
@@ -80,6 +80,10 @@ class _MappedLoss(DistillLoss):
         self.vocab_map: Tensor | None = None
         if vocab_map is not None:
             self.set_vocab_map(vocab_map)
+
+    def sparse_refusal(self, kind: str) -> str:
+        """Always a reason: the mapped KL reads the teacher's whole distribution (`cross_tokenizer_sparse_refusal`)."""
+        return cross_tokenizer_sparse_refusal(kind)
 
     def set_vocab_map(self, mapping: Tensor | list[int]) -> None:
         """Use `mapping` ((teacher vocabulary,) student ids, -1 unmapped; `kdforge.llm.align.vocab_map`)."""

@@ -93,6 +93,15 @@ def aligned_logits(student: Outputs, teacher: Outputs, targets: Targets, name: s
     return s_logits.flatten(0, 1)[s_idx], t_logits.flatten(0, 1)[t_idx]
 
 
+def cross_tokenizer_sparse_refusal(kind: str) -> str:
+    """Why uld, span_kl and span_hybrid cannot train from a sparse teacher cache of format `kind`: each reads the
+    teacher's whole next-token distribution at every aligned span end (ULD sorts all of it; span_kl maps it onto
+    the shared tokens), and kd / token_kd, which read sparse caches, need one shared tokenizer."""
+    return ("the cross-tokenizer losses (uld, span_kl, span_hybrid) read the teacher's whole next-token "
+            f"distribution at every aligned span end, which a {kind} cache does not hold (kd and token_kd, which read "
+            "it, need one tokenizer for both models)")
+
+
 def sorted_l1(q: Tensor, p: Tensor) -> Tensor:
     """(n,) sum_i |sort(q)_i - sort(p)_i|, both sorted in decreasing order, the shorter padded with zeros."""
     width = max(q.shape[-1], p.shape[-1])
@@ -127,6 +136,10 @@ class ULDLoss(DistillLoss):
         super().__init__()
         check_positive(temperature, "temperature", "ULDLoss")
         self.temperature = temperature
+
+    def sparse_refusal(self, kind: str) -> str:
+        """Always a reason: ULD sorts the teacher's whole distribution (`cross_tokenizer_sparse_refusal`)."""
+        return cross_tokenizer_sparse_refusal(kind)
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Targets) -> Tensor:
         s, t = aligned_logits(student, teacher, targets, "uld")
