@@ -59,14 +59,19 @@ def split_rows(data: TensorData, test_size: float, val_size: float, seed: int) -
 def stdlib_lm(limit: int | None = None, vocab_size: int = 512, seq_len: int = 48, test_size: float = 0.1,
               val_size: float = 0.1, seed: int = 0, tokenizer: str = "bpe", teacher_tokenizer: str | None = None,
               teacher_vocab_size: int = 512, teacher_seq_len: int | None = None,
-              teacher_bos: bool = True) -> tuple[DataBundle, object]:
+              teacher_bos: bool = True, where: str = "data") -> tuple[DataBundle, object]:
     """(DataBundle, tokenizer) of next-token rows from the standard library's docstring sentences.
 
     The tokenizer (`tokenizer`: bpe | unigram | wordpiece) is trained on the training rows' sentences only, so
     held-out text stays unseen. With `teacher_tokenizer` (a second kind, `teacher_vocab_size` entries) the rows
     are paired for cross-tokenizer distillation: the teacher's tokens and the alignment of both sides ride
-    beside the student's (`kdforge.llm.cross_data`).
+    beside the student's (`kdforge.llm.cross_data`). Errors name the arguments under `where` ("recipe.data" in a
+    run).
     """
+    if teacher_tokenizer is not None:  # too-short rows are refused before any tokenizer trains
+        from kdforge.llm.cross_data import check_row_lengths
+
+        check_row_lengths(seq_len, teacher_seq_len, teacher_bos=teacher_bos, where=f"{where}.args")
     sentences = stdlib_sentences(limit=limit, seed=seed)
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed))
     n_held = int(round(len(sentences) * test_size)) + int(round(len(sentences) * val_size))
@@ -77,7 +82,7 @@ def stdlib_lm(limit: int | None = None, vocab_size: int = 512, seq_len: int = 48
     from kdforge.llm.align import vocab_map
     from kdforge.llm.cross_data import paired_rows
 
-    where = "data.args"
+    where = f"{where}.args"
     for key, kind in (("tokenizer", tokenizer), ("teacher_tokenizer", teacher_tokenizer or "bpe")):
         if kind not in TOKENIZER_KINDS:  # before any tokenizer trains
             raise RecipeError(f"{where}.{key}: {kind!r} is not a tokenizer kind; use one of "

@@ -39,11 +39,26 @@ def _cut(n_tokens: int, span: list[int], budget: int) -> tuple[int, int]:
     return kept, last_span
 
 
+def check_row_lengths(seq_len: int, teacher_seq_len: int | None = None, student_bos: bool = True,
+                      teacher_bos: bool = True, where: str = "data") -> None:
+    """Refuse rows too short to hold any text beside BOS and EOS, naming the side's own field under `where`
+    (`seq_len` for the student's rows, `teacher_seq_len` for the teacher's, which defaults to seq_len)."""
+    sides = (("seq_len", seq_len, student_bos, "the student's"),
+             ("teacher_seq_len" if teacher_seq_len else "seq_len", teacher_seq_len or seq_len, teacher_bos,
+              "the teacher's"))
+    for key, length, bos, whose in sides:
+        if length - int(bos) - 1 < 1:
+            raise AlignmentError(f"{where}.{key}: {whose} rows of {length} tokens leave no room for text beside "
+                                 f"{'BOS and ' if bos else ''}EOS; set {where}.{key} to {int(bos) + 2} or more.")
+
+
 def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len: int = 48,
                 teacher_seq_len: int | None = None, student_bos: bool = True, teacher_bos: bool = True,
                 where: str = "data") -> TensorData:
     """Rows of both tokenizations of `texts` and their alignment (module docstring); errors name `where`."""
+    check_row_lengths(seq_len, teacher_seq_len, student_bos, teacher_bos, where)  # once, before any text
     t_len = teacher_seq_len or seq_len
+    s_budget, t_budget = seq_len - int(student_bos) - 1, t_len - int(teacher_bos) - 1
     s_surf, t_surf = token_surfaces(student_tokenizer), token_surfaces(teacher_tokenizer)
     s_norm, t_norm = normalizer_of(student_tokenizer), normalizer_of(teacher_tokenizer)
     s_rows, t_rows, s_spans, t_spans, n_bytes = [], [], [], [], []
@@ -51,10 +66,6 @@ def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len:
         s_side, t_side = side_of(student_tokenizer, s_surf, text), side_of(teacher_tokenizer, t_surf, text)
         found = align(text, s_side, t_side, where=f"{where}: sample {i}", normalize_student=s_norm,
                       normalize_teacher=t_norm)
-        s_budget, t_budget = seq_len - int(student_bos) - 1, t_len - int(teacher_bos) - 1
-        if s_budget < 1 or t_budget < 1:
-            raise AlignmentError(f"{where}.seq_len: rows of {seq_len} (teacher {t_len}) tokens leave no room for "
-                                 "text besides BOS and EOS; use longer rows.")
         s_keep, s_nspan = _cut(len(s_side.ids), found.student_span, s_budget)
         t_keep, t_nspan = _cut(len(t_side.ids), found.teacher_span, t_budget)
         spans = min(s_nspan, t_nspan)
