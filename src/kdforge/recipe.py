@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kdforge.errors import RecipeError
+from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.validation import did_you_mean
 
@@ -135,7 +136,7 @@ class TeacherSpec(ModelSpec):
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
-        if (self.model or "").startswith("served:"):  # a teacher behind an inference server (docs/cache.md)
+        if (self.model or "").startswith(SERVED_PREFIX):  # a teacher behind an inference server (docs/cache.md)
             if isinstance(self.inputs, dict):
                 raise ValueError("a served teacher is sent the data's own token ids; renamed keys (cross-tokenizer "
                                  "rows) are not supported for it: give inputs as a list")

@@ -42,6 +42,7 @@ from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
 from kdforge.data.sources import TEXT_DATASETS
 from kdforge.errors import RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
+from kdforge.llm.tokenizers import local_path
 from kdforge.types import IGNORE_INDEX, DataInfo, TensorData
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -188,9 +189,7 @@ def load_tokenizer(tokenizer: str, train_texts: Sequence[str], vocab_size: int |
         return TextTokenizer(train_wordpiece(texts, 2000 if vocab_size is None else vocab_size), field)
     if tokenizer.startswith("hf:"):
         name = tokenizer.removeprefix("hf:")
-        local = Path(name).expanduser()
-        if not local.is_absolute() and base_dir is not None and (Path(base_dir) / local).exists():
-            local = Path(base_dir) / local
+        local = local_path(name, base_dir)
         try:
             from transformers import AutoTokenizer
 

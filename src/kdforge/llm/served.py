@@ -54,11 +54,11 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
+from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.losses.sparse import TopK
 
 logger = logging.getLogger("kdforge")
 
-SERVED_PREFIX = "served:"
 PROTOCOLS = ("vllm", "sglang")
 _NORMALISED = 1e-3  # log of the top-N's total probability may exceed 0 by this much (float rounding), no more
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}

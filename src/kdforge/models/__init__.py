@@ -17,6 +17,7 @@ from torch import nn
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref, untrusted
+from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.models import (
     builtin,  # noqa: F401  (registers the built-in architectures)
     retrieval,  # noqa: F401  (registers builtin:cross_encoder, builtin:dual_encoder)
@@ -52,7 +53,7 @@ def build_model(spec: str, args: dict[str, Any], info: DataInfo | None, where: s
         from kdforge.models.hf import build_from_config
 
         model = build_from_config(spec.removeprefix("hf_config:"), args, where)
-    elif spec.startswith("served:"):  # kdforge.llm.served: the application builds it, for a teacher's cache only
+    elif spec.startswith(SERVED_PREFIX):  # kdforge.llm.served: the application builds it, for a teacher's cache only
         raise RecipeError(f"{where}.model: a served model ({spec}) can only be the teacher that builds a cache "
                           "(recipe.teacher.model with teacher.cache); give this model a factory or a path.")
     elif spec.startswith(OBJECT_PREFIX):  # saved from a module the Python API was given

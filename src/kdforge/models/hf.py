@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from kdforge.errors import KDForgeError, RecipeError
+from kdforge.llm.tokenizers import local_path
 
 _TASKS = {
     "base": "AutoModel",
@@ -30,9 +31,7 @@ def load_hf_model(name: str, args: dict[str, Any], where: str, base_dir: str | P
     task = args.pop("task", "base")
     if task not in _TASKS:
         raise RecipeError(f"{where}.args.task: unknown task {task!r}; choose one of {', '.join(_TASKS)}.")
-    local = Path(name).expanduser()
-    if not local.is_absolute() and base_dir is not None and (Path(base_dir) / local).exists():
-        local = Path(base_dir) / local
+    local = local_path(name, base_dir)
     source = str(local) if local.exists() else name
     auto = getattr(transformers, _TASKS[task])
     try:
