@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from kdforge.errors import RecipeError
 from kdforge.llm.tokenizers import (
+    VocabComparison,
     duplicated_specials,
     has_tokenizer_files,
     load_lm_tokenizer,
@@ -102,27 +103,22 @@ def diagnose(recipe: Recipe, data_tokenizer: Any = None) -> Diagnosis:
     names = [term.name for term in recipe.losses]
     logit_terms = [(i, term) for i, term in enumerate(recipe.losses) if term.name in LOGIT_TERMS]
     across = any(name in CROSS_TOKENIZER_TERMS for name in names)
-    for side in (teacher, student):
-        # a cross-tokenizer loss gives each model its own tokens; otherwise both read the data's ids
-        if data_tok is not None and side.tokenizer is not data_tok and not across:
-            match = vocabulary_case(side.tokenizer, data_tok)
-            if match.differing:  # the model must read every id of the data as the same token
-                result.add("error", f"recipe.{side.name}.tokenizer: the data is tokenized with "
-                                    f"{data_spec or 'bpe'} but the {side.name} reads {side.origin} "
-                                    f"({match.differing} tokens differ), and every model is fed the data's ids; set "
-                                    f"data.args.tokenizer to {side.origin}.")
-    _vocabulary(result, teacher, student, logit_terms, across)
+    # compared once (each comparison reads both whole vocabularies) and passed to every check that needs it
+    match = vocabulary_case(teacher.tokenizer, student.tokenizer)
+    if data_tok is not None and not across:  # a cross-tokenizer loss gives each model its own tokens
+        _data_ids(result, teacher, student, match, data_tok, data_spec)
+    _vocabulary(result, teacher, student, match, logit_terms, across)
     difference = template_difference(teacher.tokenizer, student.tokenizer)
     if difference is not None:
         result.add("warning", f"recipe.student.tokenizer: teacher ({teacher.origin}) and student ({student.origin}) "
                               f"chat templates differ: {difference}. The student learns the data's format and will "
                               "be prompted with its own template; save the student with the template the data is "
                               "rendered with (student.tokenizer: the same folder, or copy chat_template.jinja).")
-    seen: list[Any] = []
-    for side in (teacher, student):  # one tokenizer loaded twice (model folder, data) is reported once
-        if any(_same(side.tokenizer, other) for other in seen):
-            continue
-        seen.append(side.tokenizer)
+    # one tokenizer loaded twice (model folder, data) is reported once
+    twins = student.tokenizer is teacher.tokenizer or (
+        match.case == "identical"
+        and getattr(teacher.tokenizer, "chat_template", None) == getattr(student.tokenizer, "chat_template", None))
+    for side in (teacher,) if twins else (teacher, student):
         for token in duplicated_specials(side.tokenizer):
             result.add("warning", f"recipe.{side.name}.tokenizer: {side.origin}'s chat template writes the {token} "
                                   f"token and the tokenizer adds another when the rendered text is encoded with "
@@ -132,10 +128,27 @@ def diagnose(recipe: Recipe, data_tokenizer: Any = None) -> Diagnosis:
     return result
 
 
-def _vocabulary(result: Diagnosis, teacher: Side, student: Side, logit_terms: list[tuple[int, Any]],
-                across: bool) -> None:
-    """The vocabulary case, and whether the logit-comparing loss terms can work with it."""
-    match = vocabulary_case(teacher.tokenizer, student.tokenizer)
+def _data_ids(result: Diagnosis, teacher: Side, student: Side, match: VocabComparison, data_tok: Any,
+              data_spec: str | None) -> None:
+    """Every model is fed the data's ids, so each must read every id as the data's tokenizer does. A student
+    whose map is the teacher's (`match` identical) gives the teacher's comparison again: it is reused."""
+    differing: dict[str, int] = {}
+    for side in (teacher, student):
+        if side.tokenizer is data_tok:
+            continue
+        if side is student and match.case == "identical" and "teacher" in differing:
+            differing["student"] = differing["teacher"]
+        else:
+            differing[side.name] = vocabulary_case(side.tokenizer, data_tok).differing
+        if differing[side.name]:  # the model must read every id of the data as the same token
+            result.add("error", f"recipe.{side.name}.tokenizer: the data is tokenized with {data_spec or 'bpe'} but "
+                                f"the {side.name} reads {side.origin} ({differing[side.name]} tokens differ), and "
+                                f"every model is fed the data's ids; set data.args.tokenizer to {side.origin}.")
+
+
+def _vocabulary(result: Diagnosis, teacher: Side, student: Side, match: VocabComparison,
+                logit_terms: list[tuple[int, Any]], across: bool) -> None:
+    """The vocabulary case (`match`), and whether the logit-comparing loss terms can work with it."""
     unset = [(i, term) for i, term in logit_terms if term.params.get("vocab_size") is None]
     t_rows, s_rows = teacher.rows, student.rows
     if match.case == "identical" and t_rows is not None and s_rows is not None and t_rows != s_rows:
@@ -168,11 +181,6 @@ def _vocabulary(result: Diagnosis, teacher: Side, student: Side, logit_terms: li
     where = f"recipe.losses[{logit_terms[0][0]}] ({logit_terms[0][1].name})" if logit_terms else "recipe.losses"
     result.add("error", f"{where}: {kind}, so token-level losses cannot compare the two models' logits; use "
                         f"{ACROSS}.")
-
-
-def _same(one: Any, other: Any) -> bool:
-    return one is other or (vocabulary_case(one, other).case == "identical"
-                            and getattr(one, "chat_template", None) == getattr(other, "chat_template", None))
 
 
 def _data_tokenizer(recipe: Recipe, spec: str | None) -> Any:
