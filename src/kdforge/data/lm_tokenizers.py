@@ -11,6 +11,13 @@ from kdforge.errors import RecipeError
 
 SPECIAL_TOKENS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 TOKENIZER_KINDS = ("bpe", "unigram", "wordpiece")
+# A trained Unigram tokenizer's scores (log-probabilities) are kept to this many decimals: the trainer's sums run
+# in hash-map order, so its scores differ by ~1e-10 from one training to the next; 1e-5 is far above that noise
+# and far below any difference that changes how a text is split.
+UNIGRAM_SCORE_DECIMALS = 5
+# The Unigram trainer keeps every character it saw: those its pruning dropped come back at the lowest score plus
+# this step each, in an arbitrary (hash-set) order (tokenizers' UnigramTrainer).
+_UNIGRAM_FILL_STEP = 1e-4
 
 
 def train_bpe(texts: list[str], vocab_size: int = 512):
@@ -54,10 +61,9 @@ def _numbered_in_a_fixed_order(tokenizer, kind: str):
     """The same tokenizer with its ids in an order that depends only on its tokens: the Unigram and WordPiece
     trainers number equal vocabularies differently from one training to the next, so the same recipe would give
     other ids each run (and a teacher cache built by one process would be refused by the next). Unigram keeps
-    its scores (they, not the ids, decide the tokenization): pieces by falling score, then text; WordPiece
-    matches the longest piece, so its ids can follow the text. The special tokens stay at 0-3. (The Unigram
-    trainer's scores themselves still differ in their last digits between trainings: the same text then gives
-    the same ids almost always, but the tokenizer's fingerprint differs.)"""
+    its scores (they, not the ids, decide the tokenization), made the same every training by
+    `_canonical_unigram_scores`, and numbers its pieces in text order; WordPiece matches the longest piece, so
+    its ids can follow the text too. The special tokens stay at 0-3."""
     import json
 
     from tokenizers import Tokenizer
@@ -66,9 +72,27 @@ def _numbered_in_a_fixed_order(tokenizer, kind: str):
     model = state["model"]
     specials = len(SPECIAL_TOKENS)
     if kind == "unigram":
-        model["vocab"] = model["vocab"][:specials] + sorted(model["vocab"][specials:], key=lambda piece: piece[0])
+        pieces = _canonical_unigram_scores(model["vocab"][specials:])
+        model["vocab"] = model["vocab"][:specials] + sorted(pieces, key=lambda piece: piece[0])
     else:
         by_id = sorted(model["vocab"], key=model["vocab"].get)
         order = by_id[:specials] + sorted(by_id[specials:])
         model["vocab"] = {token: i for i, token in enumerate(order)}
     return Tokenizer.from_str(json.dumps(state))
+
+
+def _canonical_unigram_scores(pieces: list[list]) -> list[list]:
+    """`pieces` ([text, score] each) with the scores a training gives whatever its hash order: the characters the
+    trainer brought back after pruning (single characters at the lowest score plus whole `_UNIGRAM_FILL_STEP`s)
+    get those scores in text order, and every score is rounded to `UNIGRAM_SCORE_DECIMALS` decimals. Scores that
+    differ by more than that still differ, so another tokenizer keeps another fingerprint."""
+    if not pieces:
+        return pieces
+    lowest = min(score for _, score in pieces)
+    steps = [(score - lowest) / _UNIGRAM_FILL_STEP for _, score in pieces]
+    fills = [i for i, ((text, _), k) in enumerate(zip(pieces, steps, strict=True))
+             if len(text) == 1 and abs(k - round(k)) < 1e-6]
+    scores = [score for _, score in pieces]
+    for i, score in zip(sorted(fills, key=lambda i: pieces[i][0]), sorted(scores[i] for i in fills), strict=True):
+        scores[i] = score
+    return [[text, round(score, UNIGRAM_SCORE_DECIMALS)] for (text, _), score in zip(pieces, scores, strict=True)]
