@@ -221,8 +221,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _allocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
-    """Create an `.npy` array file with its blocks reserved: a full disk is then an OSError here, not a SIGBUS
-    when a memory-mapped write later finds no block to land in."""
+    """Create an `.npy` array file with its blocks reserved: a full disk is then an OSError here, before the
+    teacher runs, not when a write finds no block hours later."""
     np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
     fd = os.open(path, os.O_RDWR)
     try:
