@@ -91,11 +91,10 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
 
 
 def _teacher_rows(data: DataBundle) -> DataBundle:
-    """Paired cross-tokenizer data as the teacher trains on it: its own ids, labels and mask under the plain names."""
+    """Paired cross-tokenizer data as the teacher trains on it: its own ids, labels and mask under the plain names,
+    for the rows `plain_training` reads (its training rows and the validation split)."""
     return dataclasses.replace(data, teacher_train=teacher_view(data.teacher_train),
-                               student_train=teacher_view(data.student_train),
-                               scratch_train=teacher_view(data.scratch_train),
-                               val=None if data.val is None else teacher_view(data.val), test=teacher_view(data.test))
+                               val=None if data.val is None else teacher_view(data.val))
 
 
 def _student_from_teacher(teacher: nn.Module | None, args: dict[str, Any], where: str) -> tuple[nn.Module, str, dict]:
