@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/llm.py: the shared training loop
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -45,7 +46,7 @@ from kdforge.app.build import build_loss  # noqa: E402
 from kdforge.data.corpus import stdlib_sentences  # noqa: E402
 from kdforge.data.lm import encode, split_rows  # noqa: E402
 from kdforge.data.lm_tokenizers import train_lm_tokenizer  # noqa: E402
-from kdforge.data.tensors import iterate_batches, sequential_batches  # noqa: E402
+from kdforge.data.tensors import sequential_batches  # noqa: E402
 from kdforge.llm.align import vocab_map  # noqa: E402
 from kdforge.llm.cross_data import TEACHER_KEYS, paired_rows, teacher_view  # noqa: E402
 from kdforge.llm.data import tiny_causal_lm  # noqa: E402
@@ -53,7 +54,8 @@ from kdforge.llm.seq_kd import Decoding, generate_dataset, prompts_from  # noqa:
 from kdforge.losses.base import Outputs  # noqa: E402
 from kdforge.metrics.task import bits_per_byte  # noqa: E402
 from kdforge.recipe import LossTerm  # noqa: E402
-from kdforge.train.module import DistillModule, OnlineTeacher, standard_step  # noqa: E402
+from kdforge.train.module import DistillModule, OnlineTeacher  # noqa: E402
+from llm import train as llm_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -64,18 +66,8 @@ TEACHER_VOCAB, STUDENT_VOCAB, SEQ_LEN, BATCH, PROMPTS = 512, 1000, 32, 16, 600
 
 
 def train(module, teacher, data, steps, lr, seed):
-    """AdamW with linear warm-up/decay over `steps` batches (order fixed by `seed`)."""
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps))
-    module.train()
-    for _, batch in zip(range(steps), iterate_batches(data, BATCH, seed), strict=False):
-        terms = standard_step(module, teacher, batch)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+    """benchmarks/llm.py's loop (AdamW, linear warm-up/decay, clipping) at this benchmark's batch size."""
+    llm_train(module, teacher, data, steps, lr, seed=seed, batch_size=BATCH)
 
 
 @torch.no_grad()

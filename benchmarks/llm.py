@@ -49,14 +49,15 @@ INPUTS = ["input_ids", "attention_mask"]
 VOCAB, SEQ_LEN, BATCH, TOP_K, PROMPTS = 512, 48, 32, 16, 3000
 
 
-def train(module, teacher, data, steps, lr, seed=0):
-    """AdamW with linear warm-up/decay over `steps` batches; returns counted tokens per second."""
+def train(module, teacher, data, steps, lr, seed=0, batch_size=BATCH):
+    """AdamW with linear warm-up/decay over `steps` batches of `batch_size` rows (order fixed by `seed`); returns
+    counted tokens per second. Shared by benchmarks/cache_formats.py and benchmarks/cross_tokenizer.py."""
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / steps))
     module.train()
     tokens, start = 0, time.perf_counter()
-    for _, batch in zip(range(steps), iterate_batches(data, BATCH, seed), strict=False):
+    for _, batch in zip(range(steps), iterate_batches(data, batch_size, seed), strict=False):
         terms = standard_step(module, teacher, batch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
