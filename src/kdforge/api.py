@@ -26,6 +26,7 @@ from kdforge.data import DataBundle
 from kdforge.data.adapters import bundle_from_splits
 from kdforge.errors import RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits
+from kdforge.llm.cross_data import is_paired, teacher_view
 from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.losses.base import DistillLoss, Outputs, Targets
 from kdforge.models import count_params
@@ -118,15 +119,22 @@ def as_bundle(data: Any, base_dir: str | Path | None = None) -> DataBundle:
                       "dict with 'train' and 'test' splits (arrays, tensors, datasets or data loaders).")
 
 
-def _model_entry(model: Any, inputs: Sequence[str], side: str) -> tuple[dict[str, Any], Any]:
+Inputs = Sequence[str] | Mapping[str, str]  # batch keys, or {forward argument: batch key} (a recipe's `inputs`)
+
+
+def _inputs_entry(inputs: Inputs) -> list[str] | dict[str, str]:
+    return dict(inputs) if isinstance(inputs, Mapping) else list(inputs)
+
+
+def _model_entry(model: Any, inputs: Inputs, side: str) -> tuple[dict[str, Any], Any]:
     """(the recipe's model section, the object the run uses instead or None)."""
     if isinstance(model, nn.Module) or (callable(model) and side == "student" and not isinstance(model, str)):
-        return {"model": f"{OBJECT}{side}", "inputs": list(inputs)}, model
+        return {"model": f"{OBJECT}{side}", "inputs": _inputs_entry(inputs)}, model
     if isinstance(model, str):
         key = "model" if ":" in model else "path"
-        return {key: model, "inputs": list(inputs)}, None
+        return {key: model, "inputs": _inputs_entry(inputs)}, None
     if isinstance(model, Mapping):
-        return {"inputs": list(inputs), **dict(model)}, None
+        return {"inputs": _inputs_entry(inputs), **dict(model)}, None
     raise RecipeError(f"{side}: got {type(model).__name__}; give a torch.nn.Module, a model spec such as "
                       "'builtin:mlp' or 'hf:DIR', a saved model folder, or a dict of the recipe's model section.")
 
@@ -152,14 +160,16 @@ class Distiller:
         train: The student's `TrainConfig` (default: 10 epochs of Adam at lr 1e-3).
         teacher_train: Train the teacher first with cross-entropy on the labelled data, with these settings.
         taps: `{"student": {name: module.path}, "teacher": {...}}` for feature losses.
-        inputs / teacher_inputs: Batch keys passed to the student's / teacher's forward.
+        inputs / teacher_inputs: Batch keys passed to the student's / teacher's forward; `teacher_inputs` may map
+            the teacher's forward arguments to other batch keys, e.g. `{"input_ids": "teacher_input_ids",
+            "attention_mask": "teacher_attention_mask"}` for rows paired across tokenizers (docs/llm.md).
         seeds, baseline, generations, online, confidence, eval_batch_size, name: as in a recipe.
     """
 
     def __init__(self, teacher: ModelLike, student: ModelLike | Callable[[], nn.Module], data: Any,
                  losses: Sequence[LossLike] = ("kd", "ce"), *, train: TrainConfig | None = None,
                  teacher_train: TrainConfig | None = None, taps: Mapping[str, Mapping[str, str]] | None = None,
-                 inputs: Sequence[str] = ("x",), teacher_inputs: Sequence[str] | None = None,
+                 inputs: Sequence[str] = ("x",), teacher_inputs: Inputs | None = None,
                  seeds: Sequence[int] = (0,), baseline: bool = True, generations: int = 1, online: bool = False,
                  confidence: float = 0.95, eval_batch_size: int = 512, name: str = "run") -> None:
         self.teacher, self.student, self.data, self.losses = teacher, student, data, losses
@@ -209,7 +219,7 @@ def run(teacher: ModelLike, student: ModelLike | Callable[[], nn.Module], data: 
 def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[LossLike] = ("kd", "ce"),
             train: TrainConfig | None = None, taps: Mapping[str, Mapping[str, str]] | None = None,
             inputs: Sequence[str] = ("x",), out_dir: str | Path | None = None, resume: bool = False,
-            confidence: float = 0.95) -> tuple[nn.Module, DistillResult]:
+            confidence: float = 0.95, teacher_inputs: Inputs | None = None) -> tuple[nn.Module, DistillResult]:
     """Train `student` to imitate `teacher` on `data` and measure how well it does (no report, no baseline; see
     `Distiller` for the whole run).
 
@@ -221,21 +231,30 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[
             `[{"name": "kd", "weight": 0.9, "temperature": 4.0}, {"name": "ce", "weight": 0.1}]`.
         train: Training settings (`TrainConfig`); defaults to 10 epochs of Adam at lr 1e-3.
         taps: `{"student": {name: module.path}, "teacher": {...}}` for feature losses.
-        inputs: Batch keys passed to both models' forward.
+        inputs: Batch keys passed to both models' forward (the student's only when `teacher_inputs` is given).
         out_dir: Where checkpoints and the log go; a temporary folder (deleted afterwards) when None.
         resume: Continue from the latest checkpoint in `out_dir`.
         confidence: Level of the reported Clopper-Pearson intervals.
+        teacher_inputs: The teacher's batch keys, or {forward argument: batch key}: for rows paired across
+            tokenizers (text:stdlib_lm or text:lm_file with `teacher_tokenizer`), the teacher reads its own tokens,
+            e.g. `{"input_ids": "teacher_input_ids", "attention_mask": "teacher_attention_mask"}`.
 
     Returns:
-        The trained student and a `DistillResult` with test accuracy and teacher agreement.
+        The trained student and a `DistillResult` with test accuracy and teacher agreement; across tokenizers,
+        each model's accuracy on its own tokens, the agreement at the aligned span ends (through the tokens both
+        vocabularies share) and both models' bits per byte.
     """
     bundle = as_bundle(data)
     cfg = train or TrainConfig()
     inputs = list(inputs)
-    distiller = Distiller(teacher, student, bundle, losses, train=cfg, taps=taps, inputs=inputs, baseline=False,
-                          confidence=confidence)
+    t_inputs = _inputs_entry(teacher_inputs) if teacher_inputs is not None else inputs
+    distiller = Distiller(teacher, student, bundle, losses, train=cfg, taps=taps, inputs=inputs,
+                          teacher_inputs=t_inputs, baseline=False, confidence=confidence)
     recipe, given = distiller.plan()
-    teacher_val = predict_logits(teacher, bundle.val, inputs) if bundle.val is not None else None
+    paired = is_paired(bundle.test)  # across tokenizers: no entry-by-entry agreement on validation rows
+    teacher_val = None
+    if bundle.val is not None and not is_paired(bundle.val):
+        teacher_val = predict_logits(teacher, bundle.val, t_inputs)
     with tempfile.TemporaryDirectory(prefix="kdforge-") as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         with build(recipe, student=student, teacher=teacher, data=bundle, out_dir=folder, seed=cfg.seed,
@@ -243,15 +262,36 @@ def distill(teacher: nn.Module, student: nn.Module, data: Any, losses: Sequence[
             job.preflight()
             summary = job.fit(resume)
     labels = bundle.test.tensors["labels"]
-    teacher_logits = predict_logits(teacher, bundle.test, inputs)
+    teacher_logits = predict_logits(teacher, bundle.test, t_inputs)
     student_logits = predict_logits(student, bundle.test, inputs)
-    flat = positions(bundle.test)  # token tasks: agreement counts the positions accuracy counts
+    if paired:
+        teacher_side, student_side = _paired_test_figures(bundle, teacher_logits, student_logits, confidence)
+    else:
+        flat = positions(bundle.test)  # token tasks: agreement counts the positions accuracy counts
+        teacher_side = accuracy_summary(labels, teacher_logits, confidence)
+        student_side = {**accuracy_summary(labels, student_logits, confidence),
+                        **agreement_summary(flat(teacher_logits), flat(student_logits), confidence)}
     result = DistillResult(
-        teacher={**accuracy_summary(labels, teacher_logits, confidence), "params": count_params(teacher)},
-        student={**accuracy_summary(labels, student_logits, confidence),
-                 **agreement_summary(flat(teacher_logits), flat(student_logits), confidence),
-                 "params": count_params(student)},
+        teacher={**teacher_side, "params": count_params(teacher)},
+        student={**student_side, "params": count_params(student)},
         evals=summary.evals, steps=summary.steps, seconds=summary.seconds,
         out_dir=Path(out_dir) if out_dir is not None else None,
     )
     return student, result
+
+
+def _paired_test_figures(bundle: DataBundle, teacher_logits: Tensor, student_logits: Tensor,
+                         confidence: float) -> tuple[dict[str, float], dict[str, float]]:
+    """(teacher, student) test figures on rows paired across tokenizers: each model's accuracy on its own tokens
+    and bits per byte, and the student's agreement at the aligned span ends, as the report gives them."""
+    from kdforge.app.evaluation import lm_bits_per_byte, span_end_logits
+
+    test = bundle.test
+    own = teacher_view(test)
+    teacher_side = {**accuracy_summary(own.tensors["labels"], teacher_logits, confidence),
+                    **lm_bits_per_byte(teacher_logits, own.tensors["labels"], own)}
+    s_ends, t_ends = span_end_logits(student_logits, teacher_logits, test, getattr(bundle, "vocab_map", None))
+    student_side = {**accuracy_summary(test.tensors["labels"], student_logits, confidence),
+                    **agreement_summary(t_ends, s_ends, confidence),
+                    **lm_bits_per_byte(student_logits, test.tensors["labels"], test)}
+    return teacher_side, student_side

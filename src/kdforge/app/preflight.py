@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 
 import torch
 
@@ -12,6 +13,7 @@ from kdforge.cache.teacher import CachedTeacher
 from kdforge.data import DataBundle
 from kdforge.data.tensors import PaddedRows
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
+from kdforge.llm.cross_data import TEACHER_KEYS, is_paired
 from kdforge.llm.positions import check_alignment
 from kdforge.llm.vocab import check_vocabularies
 from kdforge.losses.fused_linear import fused_refusal
@@ -71,6 +73,8 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
     if schedule is not None and isinstance(module, DistillModule):
         schedule.check_layer_order(module.student, module.taps)
     _check_devices(module, teacher)
+    if isinstance(teacher, OnlineTeacher) and is_paired(data):
+        _check_teacher_reads_its_tokens(teacher.inputs)
     if isinstance(teacher, CachedTeacher) and teacher.sparse:
         _check_sparse(module, teacher)
     fused = fused_refusal(module.loss.terms, mutual=isinstance(module, MutualModule))
@@ -124,6 +128,18 @@ def preflight(module: DistillModule | MutualModule, teacher: OnlineTeacher | Non
     if teacher is not None:
         shapes.update({f"teacher.{k}": tuple(v.shape) for k, v in teacher_outputs.features.items()})
     return shapes
+
+
+def _check_teacher_reads_its_tokens(inputs: list[str] | Mapping[str, str]) -> None:
+    """Rows paired across tokenizers carry the teacher's own tokens under `teacher_*` keys; a teacher that reads
+    the student's `input_ids` instead runs on ids of another vocabulary, silently when they happen to fit its
+    embedding."""
+    keys = set(inputs.values()) if isinstance(inputs, Mapping) else set(inputs)
+    if not keys & set(TEACHER_KEYS.values()):
+        mapping = ", ".join(f"{plain}: {TEACHER_KEYS[plain]}" for plain in ("input_ids", "attention_mask"))
+        raise RecipeError(f"recipe.teacher.inputs: the rows pair two tokenizations, and the teacher reads "
+                          f"{sorted(keys)}, the student's tokens. Let it read its own: inputs: {{{mapping}}} "
+                          "(Python: teacher_inputs={...}).")
 
 
 def check_lm_recipe(recipe: Recipe, data: DataBundle) -> None:
