@@ -138,3 +138,15 @@ def test_what_a_sparse_signal_cannot_honour_is_refused(kind):
     assert topk_refusal(TokenKDLoss(), kind) is None and topk_refusal(KDLoss(temperature=1.0), kind) is None
     from kdforge.losses.dkd import DKDLoss
     assert kind in topk_refusal(DKDLoss(), kind)
+
+
+def test_an_empty_slot_adds_nothing_where_the_students_log_probability_is_minus_inf():
+    logits = torch.tensor([[float("-inf"), 1.0, 2.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    signal = Sampled(indices=torch.tensor([[2, 1, 0]]), counts=torch.tensor([[3, 1, 0]]), log_ratio=None,
+                     entropy=None, samples=4, vocab_size=4)
+    kl = signal.kl_rows(logits)
+    log_s = torch.log_softmax(logits.detach(), -1)
+    assert torch.isfinite(kl).all()
+    assert kl.item() == pytest.approx(-(0.75 * log_s[0, 2] + 0.25 * log_s[0, 1]).item())
+    kl.sum().backward()
+    assert torch.isfinite(logits.grad[0, 1:]).all()

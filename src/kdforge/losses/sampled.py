@@ -75,7 +75,9 @@ class Sampled:
         _check_vocab(student_logits, self.vocab_size, "sampled")
         s = F.log_softmax(student_logits.float() if student_logits.dtype != torch.float64 else student_logits, -1)
         w = self.weights(s.dtype)
-        ce = -(w * s.gather(-1, self.indices.long())).sum(-1)
+        # an empty slot (count 0, id 0) adds nothing, even where the student's log-probability there is -inf
+        picked = s.gather(-1, self.indices.long())
+        ce = -torch.where(w > 0, w * picked, torch.zeros_like(picked)).sum(-1)
         return ce if self.entropy is None else ce - self.entropy.to(s.dtype)
 
 
