@@ -9,6 +9,7 @@ import logging
 import shutil
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdforge.cache.hashing import teacher_fingerprint, tokenizer_fingerprint
+from kdforge.cache.formats import FORMAT_KEYS, FORMAT_SETTINGS, formats_reading
+from kdforge.cache.hashing import TeacherInputs, teacher_fingerprint, tokenizer_fingerprint
 from kdforge.cache.store import (
     CacheError,
     CacheSettings,
@@ -82,7 +84,7 @@ def build_settings(spec: CacheSpec, recipe: Recipe) -> CacheSettings:
     logits = spec.logits or ("topk" if served else "full")
     dtype = spec.dtype or ("float32" if logits == "full" else "float16")
     features = tuple(spec.features) if spec.features is not None else tuple(recipe.taps.teacher)
-    stated = {key: getattr(spec, key) for key in _FORMAT_KEYS if getattr(spec, key) is not None}
+    stated = {key: getattr(spec, key) for key in FORMAT_KEYS if getattr(spec, key) is not None}
     if logits == "topk_tail":
         stated.setdefault("k", TOPK_TAIL_K)
     if served:
@@ -91,15 +93,12 @@ def build_settings(spec: CacheSpec, recipe: Recipe) -> CacheSettings:
             raise RecipeError(f"recipe.teacher.cache.k: a served teacher stores its top_logprobs ({top}) entries per "
                               f"position; remove k or set k: {top}.")
     for key in stated:  # k with full logits is ignored, as it always was
-        if key != "k" and key not in CacheSettings(logits=logits).as_dict():
+        if key != "k" and key not in FORMAT_SETTINGS[logits]:
             raise RecipeError(f"recipe.teacher.cache.{key}: does not apply to logits: {logits} (it is a setting of "
-                              f"{', '.join(_APPLIES[key])}); remove it.")
+                              f"{', '.join(formats_reading(key))}); remove it.")
     return CacheSettings(**{"logits": logits, "k": 64, "dtype": dtype, "features": features, **stated})
 
 
-_FORMAT_KEYS = ("k", "samples", "proposal_temperature", "seed", "values", "indices")
-_APPLIES = {"k": ("topk", "topk_tail"), "samples": ("sampled",), "proposal_temperature": ("sampled",),
-            "seed": ("sampled",), "values": ("topk_tail",), "indices": ("sampled", "topk_tail")}
 TOPK_TAIL_K = 32  # benchmarks/results/cache_formats.md
 ALIGNMENTS = {"next": "labels[t] = input_ids[t+1]", "same": "labels[t] = input_ids[t]"}  # kdforge.llm.rows: next
 
@@ -155,7 +154,7 @@ def _check_settings(store: CacheStore, spec: CacheSpec, recipe: Recipe) -> None:
     """Settings the recipe states must match the store; unset ones accept whatever it holds."""
     have = store.settings
     _check_stated(have, spec, store.directory, "Remove the setting to use it as it is, or rebuild")
-    if spec.k is not None and have.logits in ("topk", "topk_tail") and spec.k != have.k:
+    if spec.k is not None and "k" in FORMAT_SETTINGS[have.logits] and spec.k != have.k:
         raise CacheError(f"recipe.teacher.cache.k: the cache in {str(store.directory)!r} keeps k={have.k}, not "
                          f"{spec.k}. Remove k to use it, or rebuild it with `kdforge cache RECIPE --overwrite`.")
     paths = store.manifest.get("taps", {})
@@ -180,22 +179,39 @@ def open_store(recipe: Recipe, data: DataBundle | None, teacher: nn.Module | Non
         expected["data"] = fingerprint_splits(cache_splits(data), recipe.teacher.inputs)
     if data is not None:  # first: another tokenizer also changes the data, and is the more precise cause
         _check_text(store, data)
-    if isinstance(recipe.teacher.inputs, dict):  # cross-tokenizer rows: say what else the data hash covers
-        store.check({**expected, "data": None})
-        _check_cross_rows(store, expected["data"])
-    else:
-        store.check(expected)
+    store.check(expected, what={**_teacher_account(store, teacher), **_data_account(recipe.teacher.inputs)})
     _check_settings(store, spec, recipe)
     return store
 
 
-def _check_cross_rows(store: CacheStore, fingerprint: str | None) -> None:
-    """A store of a teacher reading renamed keys hashes its tokens and the rows' alignment too
-    (`kdforge.cache.hashing.content_keys`): rows re-tokenized on either side, or re-aligned, are refused."""
-    if fingerprint is not None and store.fingerprints.get("data") != fingerprint:
-        raise CacheError(f"recipe.data: the teacher cache in {str(store.directory)!r} was built from other "
-                         "cross-tokenizer rows (the text, the teacher's or the student's tokens, or their alignment "
-                         "differ); rebuild it with `kdforge cache RECIPE --overwrite`.")
+def _data_account(inputs: TeacherInputs) -> dict[str, str]:
+    """What other data means for a teacher reading renamed keys: its row hashes also cover the student's tokens
+    and the spans pairing them with the teacher's (`kdforge.cache.hashing.content_keys`), so rows re-tokenized
+    on either side, or re-aligned, differ like any other data and are named as such."""
+    if not isinstance(inputs, Mapping):
+        return {}
+    return {"data": "other cross-tokenizer rows (the text, the teacher's or the student's tokens, or their alignment "
+                    "differ)"}
+
+
+def _teacher_account(store: CacheStore, teacher: nn.Module | None) -> dict[str, str]:
+    """What another teacher means when one side is served: a served teacher has no weights, its fingerprint
+    covers `ServedSettings.identity()` (server URL, model name, protocol, top_logprobs, vocab_size), which the
+    store records beside it (`_build`), so the account names the entries that differ."""
+    recorded = (store.manifest.get("teacher") or {}).get("server")
+    if isinstance(teacher, ServedTeacher):
+        identity = teacher.settings.identity()
+        if not isinstance(recorded, Mapping):
+            return {"teacher": "another teacher (not this served model: the cache records no server)"}
+        differ = [key for key in identity if recorded.get(key) != identity[key]]
+        if not differ:  # the record agrees, the fingerprint does not: say what it covers
+            *rest, last = identity
+            return {"teacher": f"another teacher (another served model: its {', '.join(rest)} or {last} differ)"}
+        return {"teacher": "another teacher (another served model: " + ", ".join(
+            f"{key} {recorded.get(key)!r} in the cache, {identity[key]!r} here" for key in differ) + ")"}
+    if isinstance(recorded, Mapping):
+        return {"teacher": f"another teacher (the served model at {recorded.get('url')!r}, not this one)"}
+    return {}
 
 
 def ensure_cache(recipe: Recipe, data: DataBundle, teacher: nn.Module, directory: str | Path | None = None,
@@ -286,7 +302,7 @@ def _repair(recipe: Recipe, spec: CacheSpec, path: Path, data: DataBundle, teach
 def _check_stated(have: CacheSettings, spec: CacheSpec, path: Path, fix: str) -> None:
     """`logits`, `dtype` and the format's own settings (samples, values, ...) the recipe states must be the
     store's (`fix` starts the advice)."""
-    own = [key for key in ("samples", "proposal_temperature", "seed", "values", "indices") if key in have.as_dict()]
+    own = [key for key in FORMAT_SETTINGS[have.logits] if key != "k"]  # k: compared in `_check_settings`
     for key in ("logits", "dtype", *own):
         wanted = getattr(spec, key)
         if wanted is not None and wanted != getattr(have, key):

@@ -38,13 +38,28 @@ from torch import Tensor
 from kdforge.cache.hashing import keyed_uniforms
 from kdforge.losses.sampled import Sampled, TopKTail
 
-FORMATS = ("full", "topk", "sampled", "topk_tail")
+# The cache settings each format reads, besides `logits`, `dtype` and `features` that every store records: the
+# store's settings record and fingerprint (`CacheSettings.as_dict`), the recipe's checks (`kdforge.app.cache`) and
+# the settings table of docs/cache.md follow this one table (tests/cache/test_settings_table.py).
+FORMAT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "topk": ("k",),
+    "sampled": ("samples", "proposal_temperature", "seed", "indices"),
+    "topk_tail": ("k", "values", "indices"),
+}
+FORMATS = tuple(FORMAT_SETTINGS)
+FORMAT_KEYS = tuple(dict.fromkeys(key for keys in FORMAT_SETTINGS.values() for key in keys))  # every format setting
 SPARSE_FORMATS = ("sampled", "topk_tail")
 VALUE_CODES = ("float16", "uint16", "uint8")
 INDEX_CODES = ("packed", "plain")
 LOGP_RANGE = {"uint16": 32.0, "uint8": 16.0}
 LOG_FLOOR = -60.0  # log tail mass when the top-k hold (numerically) everything
 _CHUNK = 256  # positions sampled at a time: a float64 (chunk, V) cumulative sum
+
+
+def formats_reading(key: str) -> tuple[str, ...]:
+    """The formats that read setting `key` ("indices" -> sampled, topk_tail), in `FORMATS` order."""
+    return tuple(name for name, keys in FORMAT_SETTINGS.items() if key in keys)
 
 
 def index_bits(vocab_size: int) -> int:
@@ -223,5 +238,6 @@ def bytes_per_position(settings: Any, vocab_size: int) -> int:
     return ids(n) + math.ceil(n * count_bits(n) / 8) + 2 + ratio
 
 
-__all__ = ["FORMATS", "INDEX_CODES", "SPARSE_FORMATS", "VALUE_CODES", "bytes_per_position", "decode", "encode",
-           "pack_bits", "sample_tokens", "stems", "unpack_bits"]
+__all__ = ["FORMATS", "FORMAT_KEYS", "FORMAT_SETTINGS", "INDEX_CODES", "SPARSE_FORMATS", "VALUE_CODES",
+           "bytes_per_position", "decode", "encode", "formats_reading", "pack_bits", "sample_tokens", "stems",
+           "unpack_bits"]

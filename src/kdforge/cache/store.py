@@ -52,7 +52,15 @@ from torch import Tensor, nn
 
 from kdforge import io
 from kdforge.cache.array_file import ArrayFile
-from kdforge.cache.formats import FORMATS, INDEX_CODES, SPARSE_FORMATS, VALUE_CODES, encode
+from kdforge.cache.formats import (
+    FORMAT_KEYS,
+    FORMAT_SETTINGS,
+    FORMATS,
+    INDEX_CODES,
+    SPARSE_FORMATS,
+    VALUE_CODES,
+    encode,
+)
 from kdforge.cache.hashing import HASH_VERSION, TeacherInputs, content_keys, data_fingerprint, row_hashes
 from kdforge.cache.topk import TopK, compress_topk
 from kdforge.capture import Capture
@@ -77,7 +85,7 @@ class CacheError(KDForgeError, ValueError):
 class CacheSettings:
     """What the store holds. `k` and the value dtype matter only for their mode; features are tap names."""
 
-    logits: str = "full"  # "full" | "topk" | "sampled" | "topk_tail" (kdforge.cache.formats)
+    logits: str = "full"  # one of formats.FORMATS; which settings below each reads: formats.FORMAT_SETTINGS
     k: int = 64
     dtype: str = "float32"
     features: tuple[str, ...] = ()
@@ -105,14 +113,13 @@ class CacheSettings:
             raise CacheError(f"recipe.teacher.cache.indices: {self.indices!r}; use one of {', '.join(INDEX_CODES)}.")
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings that matter for this format (full and topk: the same keys as before these formats
-        existed, so older stores keep their settings fingerprint)."""
+        """The settings that matter for this format (`formats.FORMAT_SETTINGS`): what the manifest records and
+        the settings fingerprint covers, so a setting the format does not read changes neither (full and topk
+        keep the keys they had before the other formats existed, and older stores their fingerprint)."""
         out = asdict(self)
         out["features"] = sorted(out["features"])
-        own = {"full": (), "topk": ("k",), "topk_tail": ("k", "values", "indices"),
-               "sampled": ("samples", "proposal_temperature", "seed", "indices")}[self.logits]
-        for key in ("k", "samples", "proposal_temperature", "seed", "values", "indices"):
-            if key not in own:
+        for key in FORMAT_KEYS:
+            if key not in FORMAT_SETTINGS[self.logits]:
                 out.pop(key)
         return out
 
@@ -552,6 +559,7 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
         "files": files, **dict(extra),
     }
     io.write_json(work / "manifest.json", manifest)
+    _backdate(work, files)
     (work / "progress.json").unlink()
     for shard in work.glob("progress.shard-*.json"):  # each process's record of its chunks (write_cache)
         shard.unlink()
@@ -570,6 +578,15 @@ def _finish(work: Path, directory: Path, progress: dict, settings: CacheSettings
     _fsync_dir(directory.parent)
     # every checksum was computed here, from the bytes written or the files: opening the store needs no re-read
     _VERIFIED.add(_verified_key(directory, read_manifest(directory)))
+
+
+def _backdate(work: Path, files: Mapping[str, Any]) -> None:
+    """Set each array file's modification time a second back: the build vouches for its checksums by size, time
+    and inode (`_verified_key`), and a write after the build, even one within the file system's timestamp tick,
+    then gives the file another time."""
+    for rel in files:
+        stat = (work / rel).stat()
+        os.utime(work / rel, ns=(stat.st_atime_ns, stat.st_mtime_ns - 1_000_000_000))
 
 
 def repair_cache(teacher: nn.Module, splits: Mapping[str, TensorData], directory: str | Path,
@@ -760,13 +777,17 @@ class CacheStore:
     def nbytes(self) -> int:
         return sum(meta["bytes"] for meta in self.manifest["files"].values())
 
-    def check(self, expected: Mapping[str, str | None], where: str = "recipe.teacher.cache") -> None:
-        """Compare fingerprints ("teacher", "data", "settings"); None skips one. Names what differs."""
-        what = {"teacher": "another teacher (its weights differ)", "data": "other data (sample contents or ids "
-                "differ)", "settings": "other cache settings or model inputs"}
+    def check(self, expected: Mapping[str, str | None], where: str = "recipe.teacher.cache",
+              what: Mapping[str, str] | None = None) -> None:
+        """Compare fingerprints ("teacher", "data", "settings"); None skips one. Names what differs: `what` gives a
+        caller's more precise account of a fingerprint (a served teacher's, cross-tokenizer rows'). Other data
+        is a matter of `recipe.data`, the others of `where`."""
+        accounts = {"teacher": "another teacher (its weights differ)", "data": "other data (sample contents or ids "
+                    "differ)", "settings": "other cache settings or model inputs", **(what or {})}
         for key, value in expected.items():
             if value is not None and self.fingerprints.get(key) != value:
                 raise CacheError(
-                    f"{where}: the cache in {str(self.directory)!r} was built for {what[key]}. Rebuild it with "
-                    "`kdforge cache RECIPE --overwrite`, or point cache.dir at a cache built for this recipe."
+                    f"{'recipe.data' if key == 'data' else where}: the teacher cache in {str(self.directory)!r} was "
+                    f"built for {accounts[key]}. Rebuild it with `kdforge cache RECIPE --overwrite`, or point "
+                    "cache.dir at a cache built for this recipe."
                 )
