@@ -3,13 +3,15 @@ global batch's counted entries (`kdforge.train.loop.process_share`, `kdforge.tra
 the gradient of a token-averaged loss equals one process's gradient on the whole batch, however unevenly the
 counted tokens fall. Checked here in one process, float64, by summing what each process would contribute."""
 
+import math
+
 import pytest
 import torch
 
 from kdforge.losses.base import Outputs, Targets
 from kdforge.losses.ce import CELoss
 from kdforge.losses.token_kd import TokenKDLoss
-from kdforge.train.loop import process_share
+from kdforge.train.loop import logged_values, process_share
 from kdforge.train.module import counted_entries
 from kdforge.types import IGNORE_INDEX
 
@@ -61,14 +63,39 @@ def test_share_weighted_processes_give_the_one_process_gradient(parts):
     assert value == pytest.approx(whole.item(), abs=1e-14)
 
 
-def test_weighting_by_rows_would_differ_when_tokens_fall_unevenly():
-    """The check above can fail: rows 2/2 with 8 and 5 counted tokens weighted by rows miss the token mean."""
+def test_the_logged_parts_of_two_processes_add_up_to_the_token_mean_not_the_row_mean():
+    """Rows 2/2 holding 8 and 5 counted tokens: `process_share` gives 8/13 and 5/13 (not the rows' 1/2 each), and
+    the parts the loop logs per process (`logged_values`) add up to (8 * mean_0 + 5 * mean_1) / 13, the one-process
+    token mean, which here is far from the row-weighted (mean_0 + mean_1) / 2."""
     batch = _rows(1, [7, 1, 2, 3])
-    logits, teacher = torch.randn(4, 7, 11, dtype=torch.float64), torch.randn(4, 7, 11, dtype=torch.float64)
-    whole = _objective(logits, teacher, batch).item()
-    halves = [_objective(logits[p], teacher[p], piece).item()
-              for p, piece in zip([slice(0, 2), slice(2, 4)], _split(batch, [slice(0, 2), slice(2, 4)]), strict=True)]
-    assert abs(0.5 * halves[0] + 0.5 * halves[1] - whole) > 1e-3
+    g = torch.Generator().manual_seed(2)
+    logits, teacher = (torch.randn(4, 7, 11, dtype=torch.float64, generator=g) for _ in range(2))
+    halves = [slice(0, 2), slice(2, 4)]
+    pieces = _split(batch, halves)
+    local = [torch.tensor([float(counted_entries(p)), float(len(p["labels"]))], dtype=torch.float64) for p in pieces]
+    total = torch.stack(local).sum(0)
+    shares = [process_share(x, total).item() for x in local]
+    assert shares == [8 / 13, 5 / 13]
+    means = [_objective(logits[h], teacher[h], piece) for h, piece in zip(halves, pieces, strict=True)]
+    parts = [logged_values({"loss": m}, process_share(x, total))[0] for m, x in zip(means, local, strict=True)]
+    by_hand = (8 * means[0].item() + 5 * means[1].item()) / 13
+    assert sum(parts) == pytest.approx(by_hand, rel=1e-6)  # logged_values rounds each term to float32 first
+    assert sum(parts) == pytest.approx(_objective(logits, teacher, batch).item(), rel=1e-6)
+    assert abs((means[0].item() + means[1].item()) / 2 - by_hand) > 1e-2  # rows would log something else
+
+
+def test_logged_values_weigh_on_the_device_exactly_as_the_float_product():
+    """The loop keeps the share a tensor (no host sync for it): each logged part is float(term) * share, bit for bit
+    what multiplying the Python floats gives, and 0 for a process with no share even where its terms are NaN."""
+    g = torch.Generator().manual_seed(3)
+    terms = {"loss": torch.rand((), generator=g) * 7, "kd": torch.rand((), generator=g), "ce": torch.tensor(3.0)}
+    share = torch.tensor(5 / 13, dtype=torch.float64)
+    assert logged_values(terms, share) == [float(v) * (5 / 13) for v in terms.values()]
+    assert logged_values(terms, None) == [float(v) for v in terms.values()]
+    nan = {"loss": torch.tensor(float("nan")), "ce": torch.tensor(float("inf"))}
+    assert logged_values(nan, torch.tensor(0.0, dtype=torch.float64)) == [0.0, 0.0]
+    weighted = logged_values(nan, torch.tensor(0.5, dtype=torch.float64))
+    assert math.isnan(weighted[0]) and weighted[1] == math.inf  # a share above 0 hides nothing
 
 
 def test_counted_entries_counts_tokens_for_token_rows_and_rows_otherwise():

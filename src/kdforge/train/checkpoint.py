@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,49 +73,8 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    state: LoopState, best_weights: dict[str, torch.Tensor] | None, keep: int = 1) -> Path:
-    """Write a complete checkpoint for `state.step` and point `latest` at it; prune older ones.
-
-    Leftovers of an interrupted write (`.step-*.tmp`, `.latest.*.tmp`) are removed first; no reader looks at them.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temps(folder)
-        tmp = folder / f".step-{state.step:08d}{io.TEMP_SUFFIX}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise io.os_error(exc, folder) from None
-    final = folder / f"step-{state.step:08d}"
-    try:
-        io.save_tensors(tmp / "module.safetensors", module.state_dict())
-        if best_weights is not None:
-            io.save_tensors(tmp / "best.safetensors", best_weights)
-        io.write_torch(tmp / "optim.pt", {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-        rng_tensors, rng_meta = _rng_state()
-        io.save_tensors(tmp / "rng.safetensors", rng_tensors)
-        io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": rng_meta})
-        manifest = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "step": state.step,
-            "files": {p.name: io.sha256_file(p) for p in sorted(tmp.iterdir())},
-        }
-        io.write_json(tmp / "manifest.json", manifest)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except Exception as exc:  # a failed write (a full disk) leaves nothing; a kill leaves a `.tmp` no reader takes
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise io.os_error(exc, final) from None
-        raise
-    io.write_text(folder / "latest", final.name + "\n")
-    for old in sorted(folder.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-SHARDED_LAYOUT = "fsdp"
+def _step_name(step: int) -> str:
+    return f"step-{step:08d}"
 
 
 def _start(folder: Path, step: int) -> Path:
@@ -121,7 +82,7 @@ def _start(folder: Path, step: int) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         io.remove_stale_temps(folder)
-        tmp = folder / f".step-{step:08d}{io.TEMP_SUFFIX}"
+        tmp = folder / f".{_step_name(step)}{io.TEMP_SUFFIX}"
         tmp.mkdir()
         return tmp
     except OSError as exc:
@@ -129,8 +90,8 @@ def _start(folder: Path, step: int) -> Path:
 
 
 def _finish(folder: Path, tmp: Path, step: int, manifest: dict[str, Any], keep: int) -> Path:
-    """Checksum every file, rename the folder into place, point `latest` at it and prune older ones."""
-    final = folder / f"step-{step:08d}"
+    """Checksum every file, rename the folder into place, point `latest` at it and keep the newest `keep`."""
+    final = folder / _step_name(step)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {**manifest, "files": {str(p.relative_to(tmp)): io.sha256_file(p) for p in files}}
     io.write_json(tmp / "manifest.json", manifest)
@@ -140,6 +101,45 @@ def _finish(folder: Path, tmp: Path, step: int, manifest: dict[str, Any], keep: 
     for old in sorted(folder.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+@contextmanager
+def _discarded_on_failure(folder: Path, tmp: Path, step: int) -> Iterator[None]:
+    """A failed write (a full disk) leaves nothing and names the checkpoint; a kill leaves a `.tmp` no reader takes
+    and the next `_start` removes."""
+    try:
+        yield
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise io.os_error(exc, folder / _step_name(step)) from None
+        raise
+
+
+def _manifest(step: int, **layout: Any) -> dict[str, Any]:
+    """The manifest's head; `_finish` adds the checksums."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step, **layout}
+
+
+def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    state: LoopState, best_weights: dict[str, torch.Tensor] | None, keep: int = 1) -> Path:
+    """Write a complete checkpoint for `state.step` and point `latest` at it; prune older ones.
+
+    Leftovers of an interrupted write (`.step-*.tmp`, `.latest.*.tmp`) are removed first; no reader looks at them.
+    """
+    tmp = _start(folder, state.step)
+    with _discarded_on_failure(folder, tmp, state.step):
+        io.save_tensors(tmp / "module.safetensors", module.state_dict())
+        if best_weights is not None:
+            io.save_tensors(tmp / "best.safetensors", best_weights)
+        io.write_torch(tmp / "optim.pt", {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+        rng_tensors, rng_meta = _rng_state()
+        io.save_tensors(tmp / "rng.safetensors", rng_tensors)
+        io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": rng_meta})
+        return _finish(folder, tmp, state.step, _manifest(state.step), keep)
+
+
+SHARDED_LAYOUT = "fsdp"
 
 
 def _all_rng_states() -> dict[str, torch.Tensor]:
@@ -159,7 +159,7 @@ def save_sharded_checkpoint(folder: Path, module: nn.Module, optimizer: torch.op
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     main = io.is_writer()
-    tmp = folder / f".step-{state.step:08d}{io.TEMP_SUFFIX}"
+    tmp = folder / f".{_step_name(state.step)}{io.TEMP_SUFFIX}"
     failed: list[Any] = [None]
     if main:
         try:
@@ -177,20 +177,14 @@ def save_sharded_checkpoint(folder: Path, module: nn.Module, optimizer: torch.op
     dcp.save(payload, checkpoint_id=tmp / "sharded")  # returns once every process's shards are written
     rng = _all_rng_states()
     if not main:
-        return folder / f"step-{state.step:08d}"
-    try:
+        return folder / _step_name(state.step)
+    with _discarded_on_failure(folder, tmp, state.step):
         io.write_torch(tmp / "scheduler.pt", {"scheduler": scheduler.state_dict()})
         io.save_tensors(tmp / "rng.safetensors", rng)
         io.write_json(tmp / "state.json", {"loop": asdict(state), "rng": _rng_state()[1],
                                            "best": best_weights is not None})
-        return _finish(folder, tmp, state.step, {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": state.step,
-            "layout": SHARDED_LAYOUT, "world_size": torch.distributed.get_world_size()}, keep)
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise io.os_error(exc, folder / f"step-{state.step:08d}") from None
-        raise
+        return _finish(folder, tmp, state.step, _manifest(
+            state.step, layout=SHARDED_LAYOUT, world_size=torch.distributed.get_world_size()), keep)
 
 
 def _check_layout(path: Path, manifest: dict[str, Any], sharded: bool) -> None:

@@ -265,11 +265,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
                         share = _share(accelerator, getattr(module, "last_batch", None) or batch)
                         loss = loss * (share * accelerator.num_processes).to(loss.dtype)
                     accelerator.backward(loss)
-                # one device sync per micro-batch for all terms, not one per term
-                values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
-                if share is not None:  # this process's part of the global batch's means (all-reduced below)
-                    weight = share.item()
-                    values = [value * weight if weight else 0.0 for value in values]
+                values = logged_values(terms, share)
                 if cfg.grad_accum == 1:  # the usual case: the values as they are, no Python loop over the terms
                     sums = dict(zip(terms, values, strict=True))
                 else:
@@ -381,6 +377,18 @@ def process_share(local: Tensor, total: Tensor) -> Tensor:
     does with the same global batch (gradients equal up to float rounding), however unevenly the entries fall."""
     counted = total[0] > 0
     return torch.where(counted, local[0] / total[0].clamp_min(1), local[1] / total[1].clamp_min(1))
+
+
+def logged_values(terms: dict[str, Tensor], share: Tensor | None) -> list[float]:
+    """The micro-batch's loss terms as floats, with one device sync for all of them (not one per term, nor one
+    more for the share). With several processes (`share` given, 0-d float64) each is this process's part of the
+    global batch's mean, value * share in float64 (as Python would multiply the floats), summed over the processes
+    by `_global_sum`; a process with a share of 0 adds 0 even where its terms are NaN (no entry to average)."""
+    values = torch.stack([v.detach().float() for v in terms.values()])
+    if share is not None:
+        share = share.to(values.device)  # a no-op where both live already (the loop's case)
+        values = (values.double() * share).masked_fill(share == 0, 0.0)
+    return values.tolist()
 
 
 def _share(accelerator: Accelerator, batch: Batch) -> Tensor:
