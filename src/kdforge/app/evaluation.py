@@ -63,7 +63,8 @@ def span_end_logits(student_logits: Tensor, teacher_logits: Tensor, data: Tensor
     agreement on these compares the two models' next-token choices on the text both predict (reports)."""
     if mapping is None:
         raise RecipeError("recipe.data: rows paired across tokenizers but no vocabulary mapping came with them; "
-                          "pair them with text:stdlib_lm's teacher_tokenizer (it attaches the mapping).")
+                          "pair them with the teacher_tokenizer of text:stdlib_lm or text:lm_file (it attaches the "
+                          "mapping).")
     targets = Targets(labels=data.tensors["labels"], mask=data.tensors.get("mask"), batch=data.tensors)
     s_idx, t_idx = span_end_positions(targets, student_logits.shape[:2], teacher_logits.shape[:2], "agreement")
     s = student_logits.flatten(0, 1)[s_idx]

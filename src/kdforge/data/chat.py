@@ -19,6 +19,9 @@ Rows follow `kdforge.llm.rows.lm_rows` (labels = the next token; -100 where the 
 `packing: true` concatenates the examples and cuts them into full `seq_len` rows (attention is not reset at
 document boundaries, as in common pre-training practice); `packing: false` keeps one example per row, cut at
 `seq_len`, and the training batches are padded only to their longest row (`kdforge.data.tensors.PaddedRows`).
+
+`teacher_tokenizer` (with `teacher_seq_len`, `teacher_bos`) pairs text records across two tokenizers for
+cross-tokenizer distillation (`kdforge.data.lm_pairs`; chat records and packing are refused there).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 
 from kdforge.data.bundle import DataBundle, permutation_split
 from kdforge.data.lm import train_tokenizer
+from kdforge.data.lm_pairs import check_pairable, paired_bundle
 from kdforge.data.sources import TEXT_DATASETS
 from kdforge.data.tensors import PaddedRows
 from kdforge.data.text_file import read_records
@@ -202,11 +206,15 @@ def lm_file(path: str, tokenizer: str = "bpe", seq_len: int = 256, format: str =
             assistant_only: bool | None = None, packing: bool = False, text_field: str = "text",
             messages_field: str = "messages", split: str = "train", vocab_size: int | None = None,
             limit: int | None = None, test_size: float = 0.1, val_size: float = 0.1, seed: int = 0,
-            base_dir: str | Path | None = None, where: str = "data") -> tuple[DataBundle, Any]:
+            teacher_tokenizer: str | None = None, teacher_seq_len: int | None = None,
+            teacher_bos: bool | None = None, base_dir: str | Path | None = None,
+            where: str = "data") -> tuple[DataBundle, Any]:
     """(DataBundle, tokenizer) of causal-LM rows from the user's text or chat records (module docstring).
 
     Records are split into train / val / test before packing (no row mixes two splits); `limit` keeps the first
-    records. `assistant_only` defaults to true when the records are chats and false for text."""
+    records. `assistant_only` defaults to true when the records are chats and false for text. With
+    `teacher_tokenizer` (`hf:<folder or hub name>`) text records become paired cross-tokenizer rows
+    (`kdforge.data.lm_pairs`)."""
     if format not in FORMATS:
         raise RecipeError(f"{where}.args.format: {format!r} is not one of {', '.join(FORMATS)}.")
     if not isinstance(seq_len, int) or seq_len < 2:
@@ -219,9 +227,18 @@ def lm_file(path: str, tokenizer: str = "bpe", seq_len: int = 256, format: str =
     records = read_records(source, None, split, where)[:limit]
     if assistant_only is None:
         assistant_only = format == "chat" or (format == "auto" and messages_field in records[0])
+    for key, value in (("teacher_seq_len", teacher_seq_len), ("teacher_bos", teacher_bos)):
+        if value is not None and teacher_tokenizer is None:
+            raise RecipeError(f"{where}.args.{key} only shapes the teacher's rows of paired data; give "
+                              f"{where}.args.teacher_tokenizer too, or remove {key}.")
+    if teacher_tokenizer is not None:  # refused before any tokenizer loads or trains
+        check_pairable(records, format, assistant_only, packing, text_field, messages_field, Path(path).name, where)
     train, val, test = permutation_split(len(records), test_size, val_size, seed)
     tok = lm_tokenizer(tokenizer, _texts([records[i] for i in train.tolist()], text_field, messages_field),
                        vocab_size, base_dir, f"{where}.args.tokenizer")
+    if teacher_tokenizer is not None:
+        return paired_bundle(records, tok, teacher_tokenizer, seq_len, teacher_seq_len, teacher_bos, text_field,
+                             test_size, val_size, seed, base_dir, where), tok
     parts = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         examples = examples_of([records[i] for i in part.tolist()], tok, format, assistant_only, text_field,

@@ -30,6 +30,7 @@ from kdforge.errors import RecipeError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 RECORD_FORMATS = {**FORMATS, ".txt": "txt", ".parquet": "parquet"}
+LABELLED_FORMATS = ("csv", "tsv", "jsonl")  # text:file: files with a label column
 INSTALL_LLM = "pip install 'kdforge[llm]'"
 
 
@@ -62,26 +63,12 @@ def _rows(path: Path, fmt: str, where: str) -> list[dict[str, Any]]:
 
 def read_labelled_texts(path: str | Path, text_field: str = "text", label_field: str = "label",
                         format: str | None = None, where: str = "data") -> LabelledTexts:
-    """Read texts and labels; errors name the source argument (`{where}.args.<name>`) and list the fields the file
+    """Read texts and labels from a CSV, TSV or JSON Lines file (`read_records`, which detects the format and
+    checks the records); errors name the source argument (`{where}.args.<name>`) and list the fields the file
     has."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{where}.args.path: file {str(path)!r} does not exist (relative paths are relative "
-                          "to the recipe's folder).")
-    fmt = format or FORMATS.get(path.suffix.lower())
-    if fmt not in ("csv", "tsv", "jsonl"):
-        raise RecipeError(f"{where}.args.format: cannot tell the format of {path.name!r}; give format: csv, tsv "
-                          "or jsonl (or use one of the extensions .csv, .tsv, .jsonl).")
-    rows = _rows(path, fmt, f"{where}.args.path")
-    if not rows:
-        raise RecipeError(f"{where}.args.path: {str(path)!r} holds no rows.")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise RecipeError(f"{where}.args.path: row {i + 1} of {path.name!r} is not an object of fields.")
-        for field, arg in ((text_field, "text_field"), (label_field, "label_field")):
-            if field not in row:
-                raise RecipeError(f"{where}.args.{arg}: row {i + 1} of {path.name!r} has no field {field!r}; "
-                                  f"its fields are {', '.join(map(repr, row))}.")
+    rows = read_records(path, format, where=where, formats=LABELLED_FORMATS)
+    require_fields(rows, {text_field: "text_field", label_field: "label_field"}, path.name, where)
     texts = [str(row[text_field]) for row in rows]
     raw = [row[label_field] for row in rows]
     given = [value for value in raw if value is not None and str(value).strip() != ""]
@@ -103,13 +90,18 @@ def read_labelled_texts(path: str | Path, text_field: str = "text", label_field:
     return LabelledTexts(texts, np.asarray(ids, dtype=np.int64), classes)
 
 
-def read_records(path: str | Path, format: str | None = None, split: str = "train",
-                 where: str = "data") -> list[dict[str, Any]]:
+def read_records(path: str | Path, format: str | None = None, split: str = "train", where: str = "data",
+                 formats: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """The records (one dict each) of a language-model data source; see the module docstring for the formats.
 
     `path` is a file, a `datasets` folder (`load_from_disk`; a DatasetDict gives its `split`), or `hf:<name>`
-    (`datasets.load_dataset(name, split=split)`, only when the recipe names it). Errors name `{where}.args.*`.
+    (`datasets.load_dataset(name, split=split)`, only when the recipe names it). `formats` narrows the file
+    formats accepted (`read_labelled_texts`: csv, tsv, jsonl; a folder or hub name is then refused too). Errors
+    name `{where}.args.*`.
     """
+    if formats is not None and (isinstance(path, str) and path.startswith("hf:") or Path(path).is_dir()):
+        raise RecipeError(f"{where}.args.path: {str(path)!r} is not a file; give a {', '.join(formats)} file.")
+    formats = formats or tuple(dict.fromkeys(RECORD_FORMATS.values()))
     if isinstance(path, str) and path.startswith("hf:"):
         datasets = _datasets(f"{where}.args.path", path)
         try:
@@ -127,12 +119,14 @@ def read_records(path: str | Path, format: str | None = None, split: str = "trai
                               f"wrote ({str(exc).splitlines()[0]}).") from None
         return _records_of(loaded, split, where)
     if not path.is_file():
-        raise RecipeError(f"{where}.args.path: {str(path)!r} does not exist (relative paths are relative to the "
-                          "recipe's folder).")
+        raise RecipeError(f"{where}.args.path: file {str(path)!r} does not exist (relative paths are relative to "
+                          "the recipe's folder).")
     fmt = format or RECORD_FORMATS.get(path.suffix.lower())
-    if fmt not in set(RECORD_FORMATS.values()):
-        raise RecipeError(f"{where}.args.format: cannot tell the format of {path.name!r}; give format: jsonl, csv, "
-                          "tsv, txt or parquet (or use one of the extensions .jsonl, .csv, .tsv, .txt, .parquet).")
+    if fmt not in formats:
+        names = ", ".join(formats)
+        suffixes = ", ".join(suffix for suffix, kind in RECORD_FORMATS.items() if kind in formats)
+        raise RecipeError(f"{where}.args.format: cannot tell the format of {path.name!r}; give format: {names} (or "
+                          f"use one of the extensions {suffixes}).")
     if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
@@ -154,6 +148,16 @@ def read_records(path: str | Path, format: str | None = None, split: str = "trai
         if not isinstance(record, dict):
             raise RecipeError(f"{where}.args.path: record {i + 1} of {path.name!r} is not an object of fields.")
     return records
+
+
+def require_fields(records: list[dict[str, Any]], fields: dict[str, str], name: str, where: str = "data") -> None:
+    """Every record has each of `fields` ({field: the source argument that names it}); else an error naming
+    `{where}.args.<argument>` and listing the fields the record has."""
+    for i, record in enumerate(records):
+        for field, arg in fields.items():
+            if field not in record:
+                raise RecipeError(f"{where}.args.{arg}: record {i + 1} of {name!r} has no field {field!r}; its "
+                                  f"fields are {', '.join(map(repr, record))}.")
 
 
 def _datasets(where: str, what: str):
@@ -185,4 +189,5 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lstrip("-").isdigit()
 
 
-__all__ = ["FORMATS", "INSTALL_LLM", "RECORD_FORMATS", "LabelledTexts", "read_labelled_texts", "read_records"]
+__all__ = ["FORMATS", "INSTALL_LLM", "LABELLED_FORMATS", "RECORD_FORMATS", "LabelledTexts", "read_labelled_texts",
+           "read_records", "require_fields"]

@@ -54,8 +54,10 @@ def check_row_lengths(seq_len: int, teacher_seq_len: int | None = None, student_
 
 def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len: int = 48,
                 teacher_seq_len: int | None = None, student_bos: bool = True, teacher_bos: bool = True,
-                where: str = "data") -> TensorData:
-    """Rows of both tokenizations of `texts` and their alignment (module docstring); errors name `where`."""
+                where: str = "data", student_specials: tuple[int, int, int] = (BOS, EOS, PAD),
+                teacher_specials: tuple[int, int, int] = (BOS, EOS, PAD)) -> TensorData:
+    """Rows of both tokenizations of `texts` and their alignment (module docstring); errors name `where`.
+    `*_specials`: that side's (BOS, EOS, PAD) ids, for tokenizers that do not keep kdforge's ids 1, 2, 0."""
     check_row_lengths(seq_len, teacher_seq_len, student_bos, teacher_bos, where)  # once, before any text
     t_len = teacher_seq_len or seq_len
     s_budget, t_budget = seq_len - int(student_bos) - 1, t_len - int(teacher_bos) - 1
@@ -74,21 +76,20 @@ def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len:
         whole = spans == len(found.spans)
         end = len(text) if whole else found.spans[spans - 1][1] if spans else 0
         n_bytes.append(len(text[:end].encode("utf-8")))
-        eos = [EOS] if whole else []
-        s_rows.append([BOS] * student_bos + s_side.ids[:s_keep] + eos)
-        t_rows.append([BOS] * teacher_bos + t_side.ids[:t_keep] + eos)
-        s_spans.append([NO_SPAN] * student_bos + found.student_span[:s_keep] + [NO_SPAN] * len(eos))
-        t_spans.append([NO_SPAN] * teacher_bos + found.teacher_span[:t_keep] + [NO_SPAN] * len(eos))
-    student = _rows(s_rows, s_spans, seq_len)
-    teacher = _rows(t_rows, t_spans, t_len)
+        s_rows.append([student_specials[0]] * student_bos + s_side.ids[:s_keep] + [student_specials[1]] * whole)
+        t_rows.append([teacher_specials[0]] * teacher_bos + t_side.ids[:t_keep] + [teacher_specials[1]] * whole)
+        s_spans.append([NO_SPAN] * student_bos + found.student_span[:s_keep] + [NO_SPAN] * whole)
+        t_spans.append([NO_SPAN] * teacher_bos + found.teacher_span[:t_keep] + [NO_SPAN] * whole)
+    student = _rows(s_rows, s_spans, seq_len, student_specials[2])
+    teacher = _rows(t_rows, t_spans, t_len, teacher_specials[2])
     tensors = {**{k: student[k] for k in TEACHER_KEYS}, **{TEACHER_KEYS[k]: teacher[k] for k in TEACHER_KEYS},
                "student_span": student["span"], "teacher_span": teacher["span"],
                "text_bytes": torch.tensor(n_bytes, dtype=torch.long)}
     return TensorData(tensors, name=where)
 
 
-def _rows(rows: list[list[int]], spans: list[list[int]], width: int) -> dict[str, Tensor]:
-    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+def _rows(rows: list[list[int]], spans: list[list[int]], width: int, pad: int = PAD) -> dict[str, Tensor]:
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
     span = torch.full((len(rows), width), NO_SPAN, dtype=torch.long)
     for i, (row, s) in enumerate(zip(rows, spans, strict=True)):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)

@@ -43,7 +43,8 @@ def span_end_positions(targets: Targets, student_shape: torch.Size, teacher_shap
     if "student_span" not in batch or "teacher_span" not in batch:
         raise ShapeMismatchError(
             f"{name}: the batch has no token alignment (student_span, teacher_span). Pair the rows with a teacher "
-            "tokenizer: data.args.teacher_tokenizer on text:stdlib_lm, or kdforge.llm.cross_data.paired_rows.")
+            "tokenizer: data.args.teacher_tokenizer on text:stdlib_lm or text:lm_file, or "
+            "kdforge.llm.cross_data.paired_rows.")
     s_span, t_span = batch["student_span"], batch["teacher_span"]
     if tuple(s_span.shape) != tuple(student_shape) or tuple(t_span.shape) != tuple(teacher_shape):
         raise ShapeMismatchError(
