@@ -6,7 +6,7 @@
 Data: the standard library's docstring sentences (`kdforge.data.corpus`, ~10k, no download), split 80/10/10.
 Two tokenizers are trained here on the training sentences only: the teacher's a 512-token byte-level BPE, the
 student's a 1000-token Unigram (metaspace). Every sentence is encoded by both and aligned
-(`kdforge.llm.cross_data.paired_rows`); rows are 32 tokens on each side.
+(`kdforge.lm.cross_data.paired_rows`); rows are 32 tokens on each side.
 
 Teacher: GPT-2, 2 layers, hidden 128, trained with cross-entropy on its own tokens; its logits over the training
 rows are computed once (float16) and read back by sample id. Students: GPT-2, 1 layer, hidden 64, the same
@@ -47,10 +47,10 @@ from kdforge.data.corpus import stdlib_sentences  # noqa: E402
 from kdforge.data.lm import encode, split_rows  # noqa: E402
 from kdforge.data.lm_tokenizers import train_lm_tokenizer  # noqa: E402
 from kdforge.data.tensors import sequential_batches  # noqa: E402
-from kdforge.llm.align import vocab_map  # noqa: E402
-from kdforge.llm.cross_data import TEACHER_KEYS, paired_rows, teacher_view  # noqa: E402
 from kdforge.llm.data import tiny_causal_lm  # noqa: E402
 from kdforge.llm.seq_kd import Decoding, generate_dataset, prompts_from  # noqa: E402
+from kdforge.lm.align import vocab_map  # noqa: E402
+from kdforge.lm.cross_data import TEACHER_KEYS, paired_rows, teacher_view  # noqa: E402
 from kdforge.losses.base import Outputs  # noqa: E402
 from kdforge.metrics.task import bits_per_byte  # noqa: E402
 from kdforge.recipe import LossTerm  # noqa: E402

@@ -36,8 +36,8 @@ from kdforge.app.build import build_loss  # noqa: E402
 from kdforge.cache.topk import TopK, compress_topk  # noqa: E402
 from kdforge.data.tensors import iterate_batches, sequential_batches  # noqa: E402
 from kdforge.llm.data import stdlib_lm, tiny_causal_lm  # noqa: E402
-from kdforge.llm.distillspec import measure_acceptance  # noqa: E402
 from kdforge.llm.seq_kd import Decoding, generate_dataset, prompts_from  # noqa: E402
+from kdforge.lm.distillspec import measure_acceptance  # noqa: E402
 from kdforge.losses.base import Outputs  # noqa: E402
 from kdforge.metrics.task import perplexity, token_nll  # noqa: E402
 from kdforge.recipe import LossTerm  # noqa: E402

@@ -12,7 +12,7 @@ from kdforge.app.doctor import diagnose
 from kdforge.app.preflight import check_lm_recipe
 from kdforge.cli import app
 from kdforge.errors import RecipeError
-from kdforge.llm.tokenizers import CHAT_TEMPLATE, duplicated_specials, vocabulary_case
+from kdforge.lm.tokenizers import CHAT_TEMPLATE, duplicated_specials, vocabulary_case
 from kdforge.recipe import recipe_from_dict
 
 WORDS = "what does it return the value and then nothing else be brief".split()

@@ -1,7 +1,7 @@
 """Write the teacher folder this recipe distils from, as `save_pretrained` writes any causal LM: a tiny Llama
 config with random weights (the recipe's `teacher.train` trains it on the chat data first) and, beside it, a
 byte-level BPE tokenizer trained on the conversations' text, with the project's chat template
-(`kdforge.llm.tokenizers.CHAT_TEMPLATE`, generation markers around the assistant's replies).
+(`kdforge.lm.tokenizers.CHAT_TEMPLATE`, generation markers around the assistant's replies).
 
     python recipes/llm_chat/make_teacher.py          # writes recipes/llm_chat/teacher/
 

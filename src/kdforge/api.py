@@ -26,7 +26,7 @@ from kdforge.data import DataBundle
 from kdforge.data.adapters import bundle_from_splits
 from kdforge.errors import RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits
-from kdforge.llm.cross_data import is_paired, teacher_view
+from kdforge.lm.cross_data import is_paired, teacher_view
 from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.losses.base import DistillLoss, Outputs, Targets
 from kdforge.models import count_params

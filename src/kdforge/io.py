@@ -50,6 +50,15 @@ def output_target(name: str) -> Iterator[None]:
         _TARGET.reset(token)
 
 
+def local_path(name: str, base_dir: str | Path | None) -> Path:
+    """`name` as a local path: relative to the recipe's folder (`base_dir`) when it exists there (model folders,
+    tokenizers and data files named in a recipe; a hub name comes back as it is and does not exist)."""
+    local = Path(name).expanduser()
+    if not local.is_absolute() and base_dir is not None and (Path(base_dir) / local).exists():
+        return Path(base_dir) / local
+    return local
+
+
 def os_error(exc: OSError, path: str | Path, doing: str = "write") -> KDForgeError:
     """A one-line KDForgeError for a failed write, saying what to do (disk full, read-only, permissions)."""
     template = _OS_ERRORS.get(exc.errno or -1)

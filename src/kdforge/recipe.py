@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kdforge.errors import RecipeError
-from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.losses import LOSSES  # importing the package registers every loss
+from kdforge.prefixes import SERVED_PREFIX
 from kdforge.validation import did_you_mean
 
 Document = TypeVar("Document", bound=BaseModel)

@@ -13,7 +13,7 @@ from kdforge.app.cache import ALIGNMENTS, _check_text, alignment_of, text_record
 from kdforge.cache.hashing import tokenizer_fingerprint
 from kdforge.cache.store import CacheError
 from kdforge.data.lm import train_tokenizer
-from kdforge.llm.rows import lm_rows
+from kdforge.lm.rows import lm_rows
 from kdforge.recipe import recipe_from_dict
 from kdforge.types import IGNORE_INDEX, TensorData
 

@@ -13,7 +13,7 @@ from kdforge.data.chat import bpe_chat_tokenizer, encode_chat, encode_text, rows
 from kdforge.data.corpus import stdlib_sentences
 from kdforge.data.tensors import PaddedRows, iterate_batches, sequential_batches, trim_padding
 from kdforge.errors import RecipeError
-from kdforge.llm.tokenizers import CHAT_TEMPLATE
+from kdforge.lm.tokenizers import CHAT_TEMPLATE
 from kdforge.recipe import DataSpec
 from kdforge.types import IGNORE_INDEX, TensorData
 

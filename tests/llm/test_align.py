@@ -1,11 +1,11 @@
-"""Cross-tokenizer alignment (kdforge.llm.align): hand-written tokenizations, planted misalignments, and the
+"""Cross-tokenizer alignment (kdforge.lm.align): hand-written tokenizations, planted misalignments, and the
 paired rows built from real tokenizers of three families."""
 
 import pytest
 import torch
 
-from kdforge.llm.align import NO_SPAN, AlignmentError, Side, align, token_surfaces, vocab_map
-from kdforge.llm.cross_data import check_alignment_rows, paired_rows, teacher_view
+from kdforge.lm.align import NO_SPAN, AlignmentError, Side, align, token_surfaces, vocab_map
+from kdforge.lm.cross_data import check_alignment_rows, paired_rows, teacher_view
 
 
 def side(text: str, pieces: list[str | None], content_start: int = 0, specials: int = 0) -> Side:

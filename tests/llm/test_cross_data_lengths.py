@@ -5,8 +5,8 @@ import pytest
 
 import kdforge.data.lm as lm
 from kdforge.app.data import load_recipe_data
-from kdforge.llm.align import AlignmentError
-from kdforge.llm.cross_data import check_row_lengths, paired_rows
+from kdforge.lm.align import AlignmentError
+from kdforge.lm.cross_data import check_row_lengths, paired_rows
 from kdforge.recipe import DataSpec
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdforge.llm.data import encode, tiny_causal_lm, train_tokenizer
-from kdforge.llm.distillspec import (
+from kdforge.lm.distillspec import (
     acceptance_probabilities,
     expected_speedup,
     expected_tokens_per_step,

@@ -14,8 +14,8 @@ from kdforge.data import load_data
 from kdforge.data.corpus import stdlib_sentences
 from kdforge.data.lm_tokenizers import train_lm_tokenizer
 from kdforge.errors import KDForgeError, RecipeError
-from kdforge.llm.align import NO_SPAN
-from kdforge.llm.cross_data import check_alignment_rows, is_paired
+from kdforge.lm.align import NO_SPAN
+from kdforge.lm.cross_data import check_alignment_rows, is_paired
 from kdforge.recipe import DataSpec, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

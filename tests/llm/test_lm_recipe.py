@@ -26,7 +26,7 @@ def test_shipped_recipe_trains_teacher_and_students_on_a_small_budget(tmp_path):
     assert (tmp_path / "run" / "seed-0" / "student" / "model.safetensors").is_file()
     # DistillSpec ships in the report: the student measured as a draft model for the teacher
     draft = report["methods"]["0"]["token_kd"]
-    from kdforge.llm.distillspec import expected_speedup
+    from kdforge.lm.distillspec import expected_speedup
 
     assert 0.0 < draft["acceptance_rate"] <= 1.0 and draft["positions"] > 0
     assert draft["expected_speedup"]["3"] == pytest.approx(

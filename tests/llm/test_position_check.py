@@ -1,4 +1,4 @@
-"""Positions are aligned by construction (labels shifted once, in kdforge.llm.rows), and a teacher whose logits
+"""Positions are aligned by construction (labels shifted once, in kdforge.lm.rows), and a teacher whose logits
 are one position off is caught by the preflight."""
 
 import warnings
@@ -76,14 +76,14 @@ def test_top_k_teachers_are_checked_and_uninformative_ones_pass():
 
 
 def test_labels_are_shifted_in_exactly_one_place():
-    """Only kdforge.llm.rows shifts ids into labels; no loss, metric, model, training or data module shifts
+    """Only kdforge.lm.rows shifts ids into labels; no loss, metric, model, training or data module shifts
     them (or the logits) again."""
     shifting = []
-    modules = ("losses", "llm", "metrics", "models", "train", "data", "cache", "capture.py", "evaluate.py")
+    modules = ("losses", "lm", "llm", "metrics", "models", "train", "data", "cache", "capture.py", "evaluate.py")
     for path in sorted(p for name in modules for p in ([SRC / name] if name.endswith(".py") else
                                                        (SRC / name).rglob("*.py"))):
         text = path.read_text()
         for pattern in ("ids[:, 1:]", "labels[:, 1:]", "logits[:, :-1]", "labels[..., 1:]", "logits[..., :-1, :]"):
             if pattern in text:
                 shifting.append(f"{path.relative_to(SRC)}: {pattern}")
-    assert shifting == ["llm/rows.py: ids[:, 1:]"]
+    assert shifting == ["lm/rows.py: ids[:, 1:]"]

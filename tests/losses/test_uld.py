@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdforge.errors import ShapeMismatchError
-from kdforge.llm.align import AlignmentError
+from kdforge.lm.align import AlignmentError
 from kdforge.losses import LOSSES
 from kdforge.losses.base import Outputs, Targets
 from kdforge.losses.uld import ULDLoss

@@ -27,7 +27,7 @@ from kdforge.app.rundir import save_summary
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
 from kdforge.evaluate import validator
-from kdforge.llm.cross_data import is_paired
+from kdforge.lm.cross_data import is_paired
 from kdforge.losses import LOSSES  # importing the package registers every loss
 from kdforge.losses.base import DistillLoss, WeightedSum
 from kdforge.losses.ce import CELoss

@@ -100,12 +100,12 @@ def build_settings(spec: CacheSpec, recipe: Recipe) -> CacheSettings:
 
 
 TOPK_TAIL_K = 32  # benchmarks/results/cache_formats.md
-ALIGNMENTS = {"next": "labels[t] = input_ids[t+1]", "same": "labels[t] = input_ids[t]"}  # kdforge.llm.rows: next
+ALIGNMENTS = {"next": "labels[t] = input_ids[t+1]", "same": "labels[t] = input_ids[t]"}  # kdforge.lm.rows: next
 
 
 def alignment_of(data: TensorData, rows: int = 1024) -> str | None:
     """How labels sit against input ids in `data`'s language-model rows, read from the rows themselves (the
-    first `rows`): kdforge's causal-LM rows (`kdforge.llm.rows.lm_rows`) have labels[t] = input_ids[t+1];
+    first `rows`): kdforge's causal-LM rows (`kdforge.lm.rows.lm_rows`) have labels[t] = input_ids[t+1];
     a dataset made with the model-shifts-labels convention has labels[t] = input_ids[t]. None when the data
     has no (N, T) labels beside input_ids (not a language model), "other" when neither holds."""
     ids, labels = data.tensors.get("input_ids"), data.tensors.get("labels")

@@ -6,7 +6,7 @@ the model's own `hf:` / `hf_student:` folder when it holds tokenizer files, else
 (`data.args.tokenizer`, which made the ids both models read). Embedding rows come from the folder's config.json
 (`vocab_size`) or a factory's `args.vocab_size`.
 
-The findings (`kdforge.llm.tokenizers` does the comparing):
+The findings (`kdforge.lm.tokenizers` does the comparing):
 
 * the case: identical tokenizers; padded vocabulary (one tokenizer, embeddings of different sizes: `vocab_size`
   on token_kd); superset (the student's tokens keep their ids in the teacher's larger vocabulary); foreign
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kdforge.errors import RecipeError
-from kdforge.llm.tokenizers import (
+from kdforge.lm.tokenizers import (
     VocabComparison,
     duplicated_specials,
     has_tokenizer_files,

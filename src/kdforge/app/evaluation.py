@@ -15,7 +15,7 @@ from kdforge.app.rundir import ModelResult, train_summary
 from kdforge.data import DataBundle
 from kdforge.errors import RecipeError
 from kdforge.evaluate import accuracy_summary, agreement_summary, positions, predict_logits
-from kdforge.llm.cross_data import is_paired
+from kdforge.lm.cross_data import is_paired
 from kdforge.losses.base import Targets
 from kdforge.losses.uld import span_end_positions
 from kdforge.metrics.embedding import embedding_fidelity

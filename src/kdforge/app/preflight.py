@@ -13,9 +13,9 @@ from kdforge.cache.teacher import CachedTeacher
 from kdforge.data import DataBundle
 from kdforge.data.tensors import PaddedRows
 from kdforge.errors import KDForgeError, RecipeError, ShapeMismatchError
-from kdforge.llm.cross_data import TEACHER_KEYS, is_paired
 from kdforge.llm.positions import check_alignment
 from kdforge.llm.vocab import check_vocabularies
+from kdforge.lm.cross_data import TEACHER_KEYS, is_paired
 from kdforge.losses.fused_linear import fused_refusal
 from kdforge.losses.sparse import topk_refusal
 from kdforge.models.forward import call_model, logits_of

@@ -17,8 +17,8 @@ from kdforge.data import DataBundle
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import py_refs, vouch
 from kdforge.io import load_weights_file
-from kdforge.llm.cross_data import is_paired, teacher_view
 from kdforge.llm.served import SERVED_PREFIX, ServedTeacher, served_teacher
+from kdforge.lm.cross_data import is_paired, teacher_view
 from kdforge.models import build_model, load_saved_model, load_state_into, load_weights, object_spec, save_model
 from kdforge.models.ensemble import EnsembleTeacher
 from kdforge.models.hf import config_spec

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdforge.llm.cross_data import ALIGNMENT_KEYS
+from kdforge.lm.cross_data import ALIGNMENT_KEYS
 
 TeacherInputs = Sequence[str] | Mapping[str, str]  # batch keys, or {forward argument: batch key}
 # what a cross-tokenizer row's outputs are valid with besides the teacher's own tokens: the student's tokens and
-# the span ids pairing the two (kdforge.llm.cross_data)
+# the span ids pairing the two (kdforge.lm.cross_data)
 CROSS_TOKENIZER_KEYS = ("input_ids", *ALIGNMENT_KEYS)
 HASH_VERSION = "rowhash-v2"
 _PRIME = (1 << 31) - 1

@@ -14,7 +14,7 @@ writes the BOS itself does not get a second one.
 Which tokens are trained (`assistant_only`, default for chats): only the assistant's turns, found with the
 template's `{% generation %}` markers (transformers' assistant mask) or, for a template without them, by rendering
 each prefix of the conversation (the text between "prefix + generation prompt" and "prefix + reply" is the reply).
-Rows follow `kdforge.llm.rows.lm_rows` (labels = the next token; -100 where the next token is not trained on).
+Rows follow `kdforge.lm.rows.lm_rows` (labels = the next token; -100 where the next token is not trained on).
 
 `packing: true` concatenates the examples and cuts them into full `seq_len` rows (attention is not reset at
 document boundaries, as in common pre-training practice); `packing: false` keeps one example per row, cut at
@@ -41,8 +41,8 @@ from kdforge.data.sources import TEXT_DATASETS
 from kdforge.data.tensors import PaddedRows
 from kdforge.data.text_file import read_records
 from kdforge.errors import RecipeError
-from kdforge.llm.rows import lm_rows
-from kdforge.llm.tokenizers import CHAT_TEMPLATE, load_lm_tokenizer, render, with_padding
+from kdforge.lm.rows import lm_rows
+from kdforge.lm.tokenizers import CHAT_TEMPLATE, load_lm_tokenizer, render, with_padding
 from kdforge.types import IGNORE_INDEX, DataInfo, TensorData
 
 logger = logging.getLogger("kdforge")
@@ -56,7 +56,7 @@ Example = tuple[list[int], list[bool]]  # token ids, and whether each token is t
 def bpe_chat_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
     """The `tokenizer: bpe` of `text:lm_file`: a transformers tokenizer over `kdforge.data.lm.train_tokenizer`
     (byte-level BPE trained on `texts`; PAD, BOS, EOS, UNK at ids 0-3, as `tiny_causal_lm` expects) with the
-    project's chat template (`kdforge.llm.tokenizers.CHAT_TEMPLATE`)."""
+    project's chat template (`kdforge.lm.tokenizers.CHAT_TEMPLATE`)."""
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(list(texts), vocab_size),
@@ -67,7 +67,7 @@ def bpe_chat_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
 
 def lm_tokenizer(spec: str, train_texts: Sequence[str], vocab_size: int | None, base_dir: str | Path | None,
                  where: str) -> Any:
-    """`hf:<folder or hub name>` (kdforge.llm.tokenizers.load_lm_tokenizer), or `bpe` trained on `train_texts`."""
+    """`hf:<folder or hub name>` (kdforge.lm.tokenizers.load_lm_tokenizer), or `bpe` trained on `train_texts`."""
     if spec == "bpe":
         return with_padding(bpe_chat_tokenizer(train_texts, 512 if vocab_size is None else vocab_size), spec, where)
     if not (isinstance(spec, str) and spec.startswith("hf:")):
@@ -132,7 +132,7 @@ def _assistant_by_prefixes(tokenizer: Any, messages: list[dict[str, str]], where
 
 def rows_of(examples: Sequence[Example], seq_len: int, packing: bool, pad_id: int,
             name: str) -> TensorData | None:
-    """`kdforge.llm.rows` rows from encoded examples (packed into `seq_len` rows, or one per row, cut at
+    """`kdforge.lm.rows` rows from encoded examples (packed into `seq_len` rows, or one per row, cut at
     `seq_len`); rows with nothing to train on are left out. None when no row remains."""
     if packing:
         ids = [i for example, _ in examples for i in example]

@@ -23,7 +23,7 @@ from kdforge.data.corpus import stdlib_sentences
 from kdforge.data.lm_tokenizers import SPECIAL_TOKENS, TOKENIZER_KINDS, train_bpe, train_lm_tokenizer
 from kdforge.data.sources import TEXT_DATASETS
 from kdforge.errors import RecipeError
-from kdforge.llm.rows import BOS, EOS, PAD, lm_rows  # the one row format (also built in training)
+from kdforge.lm.rows import BOS, EOS, PAD, lm_rows  # the one row format (also built in training)
 from kdforge.types import DataInfo, TensorData
 
 
@@ -65,11 +65,11 @@ def stdlib_lm(limit: int | None = None, vocab_size: int = 512, seq_len: int = 48
     The tokenizer (`tokenizer`: bpe | unigram | wordpiece) is trained on the training rows' sentences only, so
     held-out text stays unseen. With `teacher_tokenizer` (a second kind, `teacher_vocab_size` entries) the rows
     are paired for cross-tokenizer distillation: the teacher's tokens and the alignment of both sides ride
-    beside the student's (`kdforge.llm.cross_data`). Errors name the arguments under `where` ("recipe.data" in a
+    beside the student's (`kdforge.lm.cross_data`). Errors name the arguments under `where` ("recipe.data" in a
     run).
     """
     if teacher_tokenizer is not None:  # too-short rows are refused before any tokenizer trains
-        from kdforge.llm.cross_data import check_row_lengths
+        from kdforge.lm.cross_data import check_row_lengths
 
         check_row_lengths(seq_len, teacher_seq_len, teacher_bos=teacher_bos, where=f"{where}.args")
     sentences = stdlib_sentences(limit=limit, seed=seed)
@@ -79,8 +79,8 @@ def stdlib_lm(limit: int | None = None, vocab_size: int = 512, seq_len: int = 48
     if tokenizer == "bpe" and teacher_tokenizer is None:
         student = train_tokenizer(train_texts, vocab_size)
         return split_rows(encode(sentences, student, seq_len), test_size, val_size, seed), student
-    from kdforge.llm.align import vocab_map
-    from kdforge.llm.cross_data import paired_rows
+    from kdforge.lm.align import vocab_map
+    from kdforge.lm.cross_data import paired_rows
 
     where = f"{where}.args"
     for key, kind in (("tokenizer", tokenizer), ("teacher_tokenizer", teacher_tokenizer or "bpe")):

@@ -5,7 +5,7 @@
       args: {path: docs.jsonl, tokenizer: "hf:tokenizers/student", teacher_tokenizer: "hf:tokenizers/teacher",
              seq_len: 128, teacher_seq_len: 160}
 
-Each text record is encoded by both tokenizers and aligned by character offsets (`kdforge.llm.cross_data`
+Each text record is encoded by both tokenizers and aligned by character offsets (`kdforge.lm.cross_data`
 .paired_rows), so the rows are those of `text:stdlib_lm` with a teacher tokenizer: the student's rows, the
 teacher's rows (`teacher_*` keys) and the span ids of both sides, one text per row. The cross-tokenizer losses,
 bits per byte and teacher caches read them unchanged.
@@ -75,9 +75,9 @@ def paired_bundle(records: list[dict[str, Any]], student: Any, teacher_tokenizer
                   val_size: float, seed: int, base_dir: str | Path | None, where: str) -> DataBundle:
     """The DataBundle of paired rows (module docstring) from text `records`; `student` is lm_file's tokenizer
     and `teacher_tokenizer` an `hf:` spec loaded as lm_file loads its own (relative to `base_dir`)."""
-    from kdforge.llm.align import vocab_map
-    from kdforge.llm.cross_data import paired_rows
-    from kdforge.llm.tokenizers import load_lm_tokenizer
+    from kdforge.lm.align import vocab_map
+    from kdforge.lm.cross_data import paired_rows
+    from kdforge.lm.tokenizers import load_lm_tokenizer
 
     args = f"{where}.args"
     texts = [str(record[text_field]) for record in records]  # present in every record (check_pairable)

@@ -2,7 +2,7 @@
 
 Three families with three ways of marking spaces (byte-level 'Ġ', metaspace '▁', WordPiece's dropped spaces and
 '##' continuations), so a teacher and a student can be given genuinely different tokenizers, as in practice
-(cross-tokenizer distillation, `kdforge.llm.align`). Ids 0-3 are PAD, BOS, EOS and UNK in every one of them.
+(cross-tokenizer distillation, `kdforge.lm.align`). Ids 0-3 are PAD, BOS, EOS and UNK in every one of them.
 """
 
 from __future__ import annotations

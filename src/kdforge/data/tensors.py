@@ -22,7 +22,7 @@ __all__ = ["ROW_KEYS", "Batch", "PaddedRows", "TensorData", "epoch_order", "iter
            "sequential_batches", "trim_padding"]
 
 
-ROW_KEYS = ("input_ids", "attention_mask", "labels", "mask")  # the per-token tensors of kdforge.llm.rows
+ROW_KEYS = ("input_ids", "attention_mask", "labels", "mask")  # the per-token tensors of kdforge.lm.rows
 
 
 def trim_padding(batch: Batch, key: str = "attention_mask", keys: tuple[str, ...] = ROW_KEYS) -> Batch:

@@ -42,7 +42,7 @@ from kdforge.data.corpus import DocSentence, stdlib_documented_sentences
 from kdforge.data.sources import TEXT_DATASETS
 from kdforge.errors import RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref
-from kdforge.llm.tokenizers import local_path
+from kdforge.io import local_path
 from kdforge.types import IGNORE_INDEX, DataInfo, TensorData
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

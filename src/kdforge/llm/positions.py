@@ -1,7 +1,7 @@
 """Is the teacher's position t aligned with label t? An off-by-one between teacher and labels is silent:
 token-level KD still trains, towards the distribution of the wrong token.
 
-kdforge shifts labels once, in one place (`kdforge.llm.rows.lm_rows`: labels[t] is the token after position t),
+kdforge shifts labels once, in one place (`kdforge.lm.rows.lm_rows`: labels[t] is the token after position t),
 and no loss shifts again, so position t's logits of both models are compared with each other and with labels[t].
 A teacher whose logits come shifted (a wrapper that drops the first position, a cache built from inputs with
 an extra BOS) breaks that. The preflight batch tells: how often the teacher's argmax at position t equals
@@ -65,7 +65,7 @@ def alignment_problem(teacher_logits: Tensor | TopK | None, labels: Tensor | Non
     message = (f"{where}: the teacher's logits at position t predict the token {direction}: its argmax matches "
                f"the labels {best:.0%} of the time shifted by {shift:+d} against {aligned:.0%} aligned ({n} tokens "
                "of the preflight batch), so its positions are shifted. kdforge's rows already pair position t with "
-               "the next token (labels shifted once, in kdforge.llm.rows); give the teacher the same input_ids as "
+               "the next token (labels shifted once, in kdforge.lm.rows); give the teacher the same input_ids as "
                "the student, do not shift its logits or the labels again, and rebuild a teacher cache made from "
                "shifted inputs.")
     if shift < 0:

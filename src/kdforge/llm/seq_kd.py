@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.cache.hashing import teacher_fingerprint
-from kdforge.llm.rows import EOS, PAD, continuation_lengths, lm_rows
+from kdforge.lm.rows import EOS, PAD, continuation_lengths, lm_rows
 from kdforge.types import TensorData
 
 

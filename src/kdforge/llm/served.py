@@ -17,7 +17,7 @@ Protocols (`protocol=`), both sending token ids, never text, so the server does 
   ``[logprob, token id, text]`` per position (``None`` at position 0) and ``input_token_logprobs`` echoes the ids.
 
 Alignment: the server's entry i is log p(token_i | tokens < i). kdforge's position t predicts
-``labels[t] = input_ids[t + 1]`` (`kdforge.llm.rows`), so position t takes the server's entry t + 1, and the last
+``labels[t] = input_ids[t + 1]`` (`kdforge.lm.rows`), so position t takes the server's entry t + 1, and the last
 real position (nothing follows) and padding get a uniform stand-in (their labels are -100: no loss reads them).
 
 Temperature: the server's log-probabilities are the model's distribution at temperature 1 (requests say
@@ -54,8 +54,8 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
-from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.losses.sparse import TopK
+from kdforge.prefixes import SERVED_PREFIX
 
 logger = logging.getLogger("kdforge")
 

@@ -20,8 +20,8 @@ import random
 import torch
 from torch import Tensor, nn
 
-from kdforge.llm.distillspec import evaluate_draft
-from kdforge.llm.rows import EOS, PAD, continuation_lengths, lm_rows
+from kdforge.lm.distillspec import evaluate_draft
+from kdforge.lm.rows import EOS, PAD, continuation_lengths, lm_rows
 from kdforge.losses.protocols import StepFn, TeacherSource
 from kdforge.losses.token_kd import TokenKDLoss
 from kdforge.registry import LOSSES

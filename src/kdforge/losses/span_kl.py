@@ -1,6 +1,6 @@
 """Span-level KL across tokenizers, and GOLD's hybrid of KL on shared tokens with ULD on the rest.
 
-At the last token of every aligned span (`kdforge.llm.align`) the teacher and the student both predict the start
+At the last token of every aligned span (`kdforge.lm.align`) the teacher and the student both predict the start
 of the same next piece of text, each over its own vocabulary. Many tokens are the same string in both
 vocabularies ("Ġthe" in byte-level BPE and "▁the" in Unigram are both " the" once the space markers are
 normalised): a vocabulary mapping built from these exact string matches (`vocab_map`) lets the two
@@ -24,7 +24,7 @@ given `mapped_weight` w:
     span_hybrid = w · span_kl + (1 - w) · sum_i | sort(q_unmapped)_i - sort(p_unmapped)_i |
 
 The mapping comes with the data (`data.args.teacher_tokenizer`: the build step hands it to the loss), or is
-given in Python: `SpanKLLoss(vocab_map=kdforge.llm.align.vocab_map(student_tokenizer, teacher_tokenizer))`.
+given in Python: `SpanKLLoss(vocab_map=kdforge.lm.align.vocab_map(student_tokenizer, teacher_tokenizer))`.
 (B, V) logits over one vocabulary (rows already paired, no mapping given) share every token.
 """
 
@@ -44,7 +44,7 @@ from kdforge.validation import check_positive, check_probability
 def evaluate_mapped_mass(loss, student, teacher, test, inputs, taps) -> dict | None:
     """After training: the share of the teacher's next-token mass that maps to the student's vocabulary at the
     aligned span ends of the test split (the `evaluate=` hook of span_kl and span_hybrid)."""
-    from kdforge.llm.cross_data import TEACHER_KEYS
+    from kdforge.lm.cross_data import TEACHER_KEYS
     from kdforge.models.forward import logits_of
 
     if teacher is None or loss.vocab_map is None or "teacher_span" not in test.tensors:
@@ -86,7 +86,7 @@ class _MappedLoss(DistillLoss):
         return cross_tokenizer_sparse_refusal(kind)
 
     def set_vocab_map(self, mapping: Tensor | list[int]) -> None:
-        """Use `mapping` ((teacher vocabulary,) student ids, -1 unmapped; `kdforge.llm.align.vocab_map`)."""
+        """Use `mapping` ((teacher vocabulary,) student ids, -1 unmapped; `kdforge.lm.align.vocab_map`)."""
         mapping = torch.as_tensor(mapping, dtype=torch.long)
         if mapping.dim() != 1 or not bool((mapping >= 0).any()):
             raise ValueError(f"{type(self).__name__}: vocab_map must be a 1-D tensor of student ids (-1: unmapped) "
@@ -143,7 +143,7 @@ class SpanKLLoss(_MappedLoss):
 
     Args:
         temperature: T > 0; divides both models' logits; the value is multiplied by T².
-        vocab_map: (teacher vocabulary,) student ids, -1 unmapped (`kdforge.llm.align.vocab_map`); None: the
+        vocab_map: (teacher vocabulary,) student ids, -1 unmapped (`kdforge.lm.align.vocab_map`); None: the
             build step sets it from the data.
 
     Example:
@@ -181,7 +181,7 @@ class SpanHybridLoss(_MappedLoss):
     Args:
         temperature: T > 0; divides both models' logits (the KL part is multiplied by T²).
         mapped_weight: w in [0, 1]; None (GOLD's default): the share of the teacher vocabulary that maps.
-        vocab_map: (teacher vocabulary,) student ids, -1 unmapped (`kdforge.llm.align.vocab_map`); None: the
+        vocab_map: (teacher vocabulary,) student ids, -1 unmapped (`kdforge.lm.align.vocab_map`); None: the
             build step sets it from the data.
 
     Example:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdforge.errors import ShapeMismatchError
-from kdforge.llm.distillspec import evaluate_draft
+from kdforge.lm.distillspec import evaluate_draft
 from kdforge.losses.base import DistillLoss, Outputs, Targets, counted_rows
 from kdforge.losses.sampled import SPARSE_SIGNALS, kind_of, temperature_refusal
 from kdforge.losses.sparse import Tail, TopK, reconstruct_log_probs, sparse_kl_rows

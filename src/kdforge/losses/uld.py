@@ -13,7 +13,7 @@ It needs no vocabulary mapping: it matches the *shape* of the distribution (how 
 which token gets the mass.
 
 Where the paper pairs positions naively (the i-th student token with the i-th teacher token), kdforge compares
-them where both tokenizations agree: at the last token of every aligned span (`kdforge.llm.align`), where both
+them where both tokenizations agree: at the last token of every aligned span (`kdforge.lm.align`), where both
 models predict the start of the same next piece of text. The alignment rides in the batch (`student_span`,
 `teacher_span`, from `data.args.teacher_tokenizer`); a position counts when both sides' labels there are real.
 The value is averaged over those positions (no T² factor: it is a distance between probabilities, in [0, 2]).
@@ -37,14 +37,14 @@ def span_end_positions(targets: Targets, student_shape: torch.Size, teacher_shap
                        name: str) -> tuple[Tensor, Tensor]:
     """Flat indices into the student's (B·Ls) and the teacher's (B·Lt) positions of the last token of every
     aligned span where both sides predict a real next token."""
-    from kdforge.llm.cross_data import check_alignment_rows
+    from kdforge.lm.cross_data import check_alignment_rows
 
     batch = targets.batch or {}
     if "student_span" not in batch or "teacher_span" not in batch:
         raise ShapeMismatchError(
             f"{name}: the batch has no token alignment (student_span, teacher_span). Pair the rows with a teacher "
             "tokenizer: data.args.teacher_tokenizer on text:stdlib_lm or text:lm_file, or "
-            "kdforge.llm.cross_data.paired_rows.")
+            "kdforge.lm.cross_data.paired_rows.")
     s_span, t_span = batch["student_span"], batch["teacher_span"]
     if tuple(s_span.shape) != tuple(student_shape) or tuple(t_span.shape) != tuple(teacher_shape):
         raise ShapeMismatchError(

@@ -17,12 +17,12 @@ from torch import nn
 from kdforge import io
 from kdforge.errors import KDForgeError, RecipeError
 from kdforge.imports import is_py_ref, resolve_py_ref, untrusted
-from kdforge.llm.prefixes import SERVED_PREFIX
 from kdforge.models import (
     builtin,  # noqa: F401  (registers the built-in architectures)
     retrieval,  # noqa: F401  (registers builtin:cross_encoder, builtin:dual_encoder)
     text,  # noqa: F401  (registers builtin:bert, builtin:bilstm, builtin:textcnn)
 )
+from kdforge.prefixes import SERVED_PREFIX
 from kdforge.registry import MODELS
 from kdforge.types import DataInfo
 

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from kdforge.errors import KDForgeError, RecipeError
-from kdforge.llm.tokenizers import local_path
+from kdforge.io import local_path
 
 _TASKS = {
     "base": "AutoModel",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdforge import io
 from kdforge.errors import one_line
-from kdforge.llm.cross_data import is_paired
+from kdforge.lm.cross_data import is_paired
 from kdforge.report.header import REPORT_VERSION, method_metrics, run_header  # noqa: F401
 from kdforge.report.html import render_html
 from kdforge.report.markdown import render_markdown

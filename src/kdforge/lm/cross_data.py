@@ -1,10 +1,10 @@
 """Paired rows for cross-tokenizer distillation: one text, the student's and the teacher's tokens, and their alignment.
 
-Each sample's text is encoded by both tokenizers; `kdforge.llm.align` groups the tokens into the smallest spans
+Each sample's text is encoded by both tokenizers; `kdforge.lm.align` groups the tokens into the smallest spans
 on which both agree and checks every span. The rows carry both sides and the alignment, so the alignment
 travels with the batch (and with the sample through splits, caches and shuffles):
 
-    input_ids, attention_mask, labels, mask          the student's causal-LM rows (`kdforge.llm.rows.lm_rows`)
+    input_ids, attention_mask, labels, mask          the student's causal-LM rows (`kdforge.lm.rows.lm_rows`)
     teacher_input_ids, teacher_attention_mask,
     teacher_labels, teacher_mask                     the teacher's rows, in its own vocabulary
     student_span  (N, L)   int64  span id of each student token; -1 for BOS, EOS, padding
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kdforge.llm.align import NO_SPAN, AlignmentError, align, normalizer_of, side_of, token_surfaces
-from kdforge.llm.rows import BOS, EOS, PAD, lm_rows
+from kdforge.lm.align import NO_SPAN, AlignmentError, align, normalizer_of, side_of, token_surfaces
+from kdforge.lm.rows import BOS, EOS, PAD, lm_rows
 from kdforge.types import TensorData
 
 TEACHER_KEYS = {"input_ids": "teacher_input_ids", "attention_mask": "teacher_attention_mask",
@@ -124,4 +124,4 @@ def check_alignment_rows(student_span: Tensor, teacher_span: Tensor, where: str 
         raise AlignmentError(
             f"{where}: row {row} has {int(s_count[row]) + 1} student spans but {int(t_count[row]) + 1} teacher spans; "
             "the rows' two sides do not come from one paired sample. Build the rows with "
-            "kdforge.llm.cross_data.paired_rows (data.args.teacher_tokenizer) and do not reorder one side.")
+            "kdforge.lm.cross_data.paired_rows (data.args.teacher_tokenizer) and do not reorder one side.")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kdforge.errors import RecipeError
+from kdforge.io import local_path
 
 # Role tags open every turn; the assistant's reply and its EOS sit inside {% generation %} so transformers can
 # return the assistant mask, and nothing after the EOS belongs to the turn (prefix rendering agrees with it).
@@ -65,14 +66,6 @@ def with_padding(tokenizer: Any, spec: str, where: str) -> Any:
                               "token; give it one (pad_token in tokenizer_config.json).")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def local_path(name: str, base_dir: str | Path | None) -> Path:
-    """`name` as a local path: relative to the recipe's folder (`base_dir`) when it exists there."""
-    local = Path(name).expanduser()
-    if not local.is_absolute() and base_dir is not None and (Path(base_dir) / local).exists():
-        return Path(base_dir) / local
-    return local
 
 
 def has_tokenizer_files(folder: Path) -> bool:
@@ -157,4 +150,4 @@ def template_difference(teacher: Any, student: Any) -> str | None:
 
 
 __all__ = ["CHAT_TEMPLATE", "PROBE", "VocabComparison", "duplicated_specials", "has_tokenizer_files",
-           "load_lm_tokenizer", "local_path", "render", "template_difference", "vocabulary_case", "with_padding"]
+           "load_lm_tokenizer", "render", "template_difference", "vocabulary_case", "with_padding"]

@@ -18,7 +18,7 @@ Robust by construction:
   raise `AlignmentError` naming the sample and the span, instead of training on misaligned pairs.
 
 The alignment of a sample is two arrays, one span id per token on each side (`student_span`, `teacher_span`),
-stored as data rows beside the token ids (`kdforge.llm.cross_data`).
+stored as data rows beside the token ids (`kdforge.lm.cross_data`).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def normalizer_of(tokenizer):
 
 def vocab_map(student_tokenizer, teacher_tokenizer) -> Tensor:
     """(teacher vocabulary,) int64: the student id of the token spelt the same, -1 where none is. Token text is
-    compared after normalising space markers (`kdforge.llm.align.token_surfaces`); special tokens match by name."""
+    compared after normalising space markers (`kdforge.lm.align.token_surfaces`); special tokens match by name."""
     def keys(tokenizer) -> list[object]:
         surfaces = token_surfaces(tokenizer)
         names = {i: t.content for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}

@@ -6,7 +6,7 @@ the fixed arguments that make it that path (a chunk size), and, per option of `O
 honours. tests/losses/test_parity.py runs every path on every combination of option values against the float64
 reference (`kdforge.losses.reference`), on value and gradient; a value a path does not honour must be refused
 (the loss raises, or the preflight check of its teacher format returns a reason), never ignored. The table
-"What each path supports" in docs/llm.md is generated from `PATHS` (`python -m kdforge.losses.paths --markdown`),
+"What each path supports" in docs/llm.md is generated from `PATHS` (`python -m kdforge.loss_paths --markdown`),
 and a test fails when the two differ.
 
 Adding a cache format (e.g. sampled tokens) is one entry: write a `TeacherFormat` with `encode` (full teacher
@@ -15,7 +15,7 @@ log-probabilities or logits of the distribution it stands for, written from its 
 preflight check a recipe with that cache runs on each loss term, e.g. `lambda term: topk_refusal(term,
 "sampled")`), then append a `LossPath(name=..., loss="token_kd", student="logits", teacher=YOUR_FORMAT,
 honours={...})` to `PATHS` (one more with `loss="fused_token_kd", student="head"` checks the fused loss on it
-too), run `python -m kdforge.losses.paths --markdown` and paste its output over the table in docs/llm.md.
+too), run `python -m kdforge.loss_paths --markdown` and paste its output over the table in docs/llm.md.
 `honours` lists, per option, the values the path computes exactly; every other value must be refused. `gaps`
 names values a path neither honours nor refuses today (the test checks they still differ from the reference, so
 closing one fails the test until the entry moves to `honours`).
@@ -170,7 +170,7 @@ def markdown_table(paths: list[LossPath] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kdforge.losses.paths", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kdforge.loss_paths", description=__doc__.split("\n")[0])
     parser.add_argument("--markdown", action="store_true", help="print the table of docs/llm.md")
     parser.parse_args(argv)
     print(markdown_table(), end="")
