@@ -46,14 +46,18 @@ def model_from_spec(spec: ModelSpec, recipe: Recipe, data: DataBundle, where: st
     return model, spec.model, args
 
 
-def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, given: Given = NOTHING) -> nn.Module:
+def obtain_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, given: Given = NOTHING,
+                   shard: bool = False) -> nn.Module:
     """Load the teacher, train it first (cross-entropy on all labelled training data), or assemble an ensemble of
-    such teachers, as the recipe says; a teacher given as a Python object is used (and trained) in place."""
-    return _obtain(recipe.teacher, recipe, data, out_dir / "teacher", resume, "recipe.teacher", given)
+    such teachers, as the recipe says; a teacher given as a Python object is used (and trained) in place.
+
+    `shard`: under an FSDP launch on several processes, a teacher that is loaded (not trained) is built whole on
+    process 0 only and sharded at once (`_sharded_from_rank0`); without it, every process builds it whole."""
+    return _obtain(recipe.teacher, recipe, data, out_dir / "teacher", resume, "recipe.teacher", given, shard)
 
 
 def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, resume: bool, where: str,
-            given: Given = NOTHING) -> nn.Module:
+            given: Given = NOTHING, shard: bool = False) -> nn.Module:
     if spec.members is not None:
         members = [_obtain(member, recipe, data, folder / f"member-{i}", resume, f"{where}.members[{i}]")
                    for i, member in enumerate(spec.members)]
@@ -71,6 +75,9 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
                 f"{where}: the teacher has no weights. Give 'checkpoint' (weights for 'model'), "
                 "'path' (a saved kdforge model), or 'train' (train it first on the labelled data)."
             )
+        plan = _rank0_plan(spec, recipe, where) if shard else None
+        if plan is not None:
+            return _sharded_from_rank0(spec, recipe, data, where, *plan)
         return model_from_spec(spec, recipe, data, where)[0]
     if resume and (folder / "model.json").is_file():
         if given.teacher is not None:
@@ -88,6 +95,66 @@ def _obtain(spec: TeacherSpec, recipe: Recipe, data: DataBundle, folder: Path, r
                    resume, folder.name if folder.name != "teacher" else "teacher")
     save_model(teacher, folder, model_spec, args, spec.inputs)
     return teacher
+
+
+def _rank0_plan(spec: TeacherSpec, recipe: Recipe, where: str) -> tuple[Any, Any] | None:
+    """(sharding plan, device) when this launch builds the loaded teacher on process 0 only: FSDP2 on several
+    processes, and nothing that needs the whole teacher on every process; None (every process builds it whole,
+    sharded later by the loop) otherwise, with a log line saying why where FSDP was asked for."""
+    import logging
+    import os
+
+    from kdforge.processes import make_accelerator
+    from kdforge.train.sharding import requested_plan
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes")
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not fsdp:  # one process, DDP: as before, no accelerator yet
+        return None
+    accelerator = make_accelerator(recipe.train.mixed_precision)
+    plan = requested_plan(accelerator, "recipe.train")
+    if plan is None or accelerator.num_processes < 2:
+        return None
+    reason = ("teacher.cache: the cache is built from the whole teacher" if spec.cache is not None else
+              f"student.model: {FROM_TEACHER} copies the teacher's weights" if recipe.student.model == FROM_TEACHER
+              else "teacher.path: a saved kdforge model folder is loaded whole" if spec.path is not None else None)
+    if reason is not None:
+        logging.getLogger("kdforge").info("%s: built whole on every process under FSDP (%s)", where, reason)
+        return None
+    return plan, accelerator.device
+
+
+def _sharded_from_rank0(spec: TeacherSpec, recipe: Recipe, data: DataBundle, where: str, plan: Any,
+                        device: Any) -> nn.Module:
+    """The teacher built whole on process 0 and as its structure alone (meta device) on the others, then sharded
+    with every shard filled from process 0. A factory that cannot build on the meta device is built whole on that
+    process instead (a log line says so); process 0's weights are used either way."""
+    import logging
+
+    from kdforge.errors import one_line
+    from kdforge.models.hf import hf_structure
+    from kdforge.train.sharding import meta_unless_rank0, shard_frozen_from_rank0
+
+    log, model, reason = logging.getLogger("kdforge"), None, ""
+    with meta_unless_rank0() as on_meta:
+        if not on_meta:
+            model = model_from_spec(spec, recipe, data, where)[0]
+        else:
+            try:  # the structure only: no checkpoint, no weights read
+                model = (hf_structure(spec.model.removeprefix("hf:"), spec.args, where, recipe.base_dir)
+                         if (spec.model or "").startswith("hf:") else
+                         build_model(spec.model, spec.args, data.info, where, recipe.base_dir)[0])
+            except Exception as exc:  # noqa: BLE001 - any failure on the meta device: the whole build below
+                reason = one_line(exc)
+    if model is None:
+        log.warning("%s: cannot be built on the meta device (%s); this process builds it whole, and process 0's "
+                    "weights replace them after sharding", where, reason)
+        model = model_from_spec(spec, recipe, data, where)[0]
+    elif on_meta and any(not p.is_meta for p in model.parameters()):
+        log.warning("%s: its factory built weights in spite of the meta device; process 0's replace them after "
+                    "sharding", where)
+    elif on_meta:
+        log.info("%s: built on the meta device; its shards are filled from process 0", where)
+    return shard_frozen_from_rank0(model, plan, device, where)
 
 
 def _teacher_rows(data: DataBundle) -> DataBundle:
@@ -146,7 +213,7 @@ def run_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, resume: bool, g
     spec = recipe.teacher
     if spec.cache is not None and spec.model is None and spec.path is None and spec.members is None:
         return replay_teacher(recipe, data)
-    teacher = obtain_teacher(recipe, data, out_dir, resume, given)
+    teacher = obtain_teacher(recipe, data, out_dir, resume, given, shard=True)
     if spec.cache is not None:
         ensure_cache(recipe, data, teacher)
         if isinstance(teacher, ServedTeacher):  # it answers over HTTP: evaluation reads its stored val/test outputs

@@ -43,6 +43,34 @@ def load_hf_model(name: str, args: dict[str, Any], where: str, base_dir: str | P
         ) from None
 
 
+_CONFIG_ARGS = ("revision", "subfolder", "cache_dir", "local_files_only", "token", "trust_remote_code")
+_STRUCTURE_ARGS = ("attn_implementation", "trust_remote_code")
+_DTYPE_ARGS = ("dtype", "torch_dtype")  # left to the caller: the process that loads the weights sets the dtypes
+
+
+def hf_structure(name: str, args: dict[str, Any], where: str, base_dir: str | Path | None) -> nn.Module:
+    """The model `load_hf_model` loads, built from its config alone, without reading its weights: for a process
+    that receives them from another (under `torch.device("meta")` it allocates nothing; `from_pretrained` refuses
+    that device). Its dtypes are the config's; `dtype` args are left to the caller, which gives it the loaded
+    model's (`train.sharding.shard_frozen_from_rank0`). Raises KDForgeError for other args only `from_pretrained`
+    understands: the caller then loads it whole."""
+    import transformers
+
+    args = dict(args)
+    task = args.pop("task", "base")
+    if task not in _TASKS:
+        raise RecipeError(f"{where}.args.task: unknown task {task!r}; choose one of {', '.join(_TASKS)}.")
+    unknown = sorted(set(args) - set(_CONFIG_ARGS) - set(_STRUCTURE_ARGS) - set(_DTYPE_ARGS))
+    if unknown:
+        raise KDForgeError(f"{where}.args: {unknown} apply to from_pretrained only, so the model cannot be built "
+                           "from its config alone.")
+    local = local_path(name, base_dir)
+    source = str(local) if local.exists() else name
+    config = transformers.AutoConfig.from_pretrained(source, **{k: v for k, v in args.items() if k in _CONFIG_ARGS})
+    build = {k: v for k, v in args.items() if k in _STRUCTURE_ARGS}
+    return getattr(transformers, _TASKS[task]).from_config(config, **build)
+
+
 def build_from_config(class_name: str, args: dict[str, Any], where: str) -> nn.Module:
     """`hf_config:<transformers model class>` with `args: {config: {...}}`: the model from its config alone.
 

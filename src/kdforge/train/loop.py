@@ -233,7 +233,9 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         prepared = module
     stepper = _plain_optimizer(accelerator, optimizer)
     sharded_teacher = plan is not None and isinstance(job.teacher, OnlineTeacher)
-    if sharded_teacher:
+    # a teacher sharded when it was built (its weights on process 0 only) stays sharded: never gathered whole
+    built_sharded = sharded_teacher and sharding.is_sharded(job.teacher.model)
+    if sharded_teacher and not built_sharded:
         sharding.shard_frozen(job.teacher.model, plan, accelerator.device)
     elif job.teacher is not None:
         job.teacher.prepare(accelerator)
@@ -326,7 +328,7 @@ def fit(job: TrainJob, accelerator: Accelerator, resume: bool = False) -> TrainS
         recompute_off()
     if plan is not None:
         last_weights = _release(module, best_weights if cfg.select == "best" else None)
-        if sharded_teacher:
+        if sharded_teacher and not built_sharded:
             sharding.release(job.teacher.model)
             job.teacher.model.eval()
     else:

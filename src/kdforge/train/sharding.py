@@ -11,13 +11,18 @@ After training `release` gathers every parameter once and removes FSDP from the 
 a run (the test split, the saved model, the report) sees the same plain `nn.Module` objects it built. That step
 undoes what `fully_shard` installed (hooks, class, composable state);
 `tests/train/test_fsdp.py::test_release_gives_back_plain_modules_after_sharding` checks it against the installed torch.
+
+A frozen teacher too large for one process's memory is built whole on process 0 only and on the meta device
+elsewhere (`meta_unless_rank0`); `shard_frozen_from_rank0` shards it and fills every process's shards, and its
+buffers, from process 0. It then stays sharded for the rest of the run (`is_sharded`: the loop leaves it so).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +31,9 @@ from torch import Tensor, nn
 
 from kdforge.errors import TrainingError
 
-__all__ = ["ShardingPlan", "activation_checkpointing", "block_modules", "full_state", "load_snapshot", "release",
-           "requested_plan", "shard_frozen", "shard_trained", "snapshot"]
+__all__ = ["ShardingPlan", "activation_checkpointing", "block_modules", "full_state", "is_sharded", "load_snapshot",
+           "meta_unless_rank0", "release", "requested_plan", "shard_frozen", "shard_frozen_from_rank0",
+           "shard_trained", "snapshot"]
 
 
 @dataclass(frozen=True)
@@ -144,10 +150,79 @@ def shard_frozen(model: nn.Module, plan: ShardingPlan, device: torch.device) -> 
     each forward. It gets no optimizer, so it holds no optimizer state."""
     from torch.distributed.fsdp import fully_shard
 
+    _shard_frozen_tree(model, plan, device)
+    fully_shard.state(model)._lazy_init()
+    return model
+
+
+def _shard_frozen_tree(model: nn.Module, plan: ShardingPlan, device: torch.device) -> None:
+    from torch.distributed.fsdp import fully_shard
+
     model.eval().requires_grad_(False)
     mesh = _mesh(device)
     _shard_tree(model, ShardingPlan(True, plan.block_classes, plan.mixed_precision), mesh)
     fully_shard(model, mesh=mesh, reshard_after_forward=True, mp_policy=_policy(plan))
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `fully_shard` has already been applied to `model` (a teacher sharded when it was built)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def meta_unless_rank0() -> Iterator[bool]:
+    """Build a frozen model inside this block: process 0 for real, every other process on the meta device (no
+    memory, no weights read). Yields whether this process builds on the meta device."""
+    on_meta = torch.distributed.get_rank() != 0
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        yield on_meta
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """Parameters and buffers (also non-persistent ones), each once, in module order: the same on every process."""
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def _match_rank0(model: nn.Module, where: str) -> None:
+    """Give this process's model process 0's tensor dtypes (a meta build may default to another dtype than the
+    loaded weights'); refuse a model whose tensor names or shapes differ from process 0's."""
+    rank0 = [[(name, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in _tensors(model)]]
+    torch.distributed.broadcast_object_list(rank0, src=0)
+    own = _tensors(model)
+    if [(n, tuple(t.shape)) for n, t in own] != [(n, s) for n, s, _ in rank0[0]]:
+        raise TrainingError(f"{where}: the teacher built on process {torch.distributed.get_rank()} differs from "
+                            "process 0's (tensor names or shapes); its factory must build the same model everywhere.")
+    with torch.no_grad():
+        for (_, tensor), (_, _, dtype) in zip(own, rank0[0], strict=True):
+            if str(tensor.dtype).removeprefix("torch.") != dtype:
+                tensor.data = tensor.data.to(getattr(torch, dtype))
+
+
+@torch.no_grad()
+def shard_frozen_from_rank0(model: nn.Module, plan: ShardingPlan, device: torch.device,
+                            where: str = "teacher") -> nn.Module:
+    """`shard_frozen` for a model whose weights only process 0 holds (built in `meta_unless_rank0`; collective).
+
+    Process 0 keeps its whole state dict while `fully_shard` splits the model; the other processes' meta shards get
+    storage (`to_empty`), then `set_model_state_dict` sends each tensor from process 0 and every process keeps its
+    shard. Buffers, which FSDP does not shard and the state dict may leave out (non-persistent ones such as a
+    rotary `inv_freq`), are broadcast from process 0 one by one. A process whose model was built whole anyway (a
+    factory that ignores the meta device) is filled the same way: process 0's weights are the ones used."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    rank = torch.distributed.get_rank()
+    _match_rank0(model, where)
+    whole = {} if rank != 0 else dict(model.state_dict())
+    _shard_frozen_tree(model, plan, device)
+    if any(t.is_meta for _, t in _tensors(model)):
+        model.to_empty(device=device)
+    set_model_state_dict(model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del whole
+    for _, buffer in model.named_buffers():
+        torch.distributed.broadcast(buffer, src=0)
     fully_shard.state(model)._lazy_init()
     return model
 
