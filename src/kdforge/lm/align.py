@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -192,23 +193,34 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
 def marker_convention(tokenizer) -> str:
-    """How the tokenizer marks spaces in its tokens: 'byte_level' (Ġ), 'metaspace' (▁), 'wordpiece' (##)."""
+    """How the tokenizer marks spaces in its tokens: 'byte_level' (Ġ), 'metaspace' (▁; also SentencePiece
+    tokenizers converted with a '▁' -> ' ' Replace decoder and byte fallback, as Llama 2, Mistral, Gemma),
+    'wordpiece' (##)."""
     decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
-    kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", [])}
+    steps = [decoder, *decoder.get("decoders", [])]
+    kinds = {d.get("type") for d in steps}
     for kind, name in (("ByteLevel", "byte_level"), ("Metaspace", "metaspace"), ("WordPiece", "wordpiece")):
         if kind in kinds:
             return name
-    raise AlignmentError(f"tokenizer: decoder {decoder.get('type')!r} is not one of ByteLevel, Metaspace or "
-                         "WordPiece, so its tokens' text cannot be read; use a tokenizer with one of these.")
+    if any(d.get("type") == "Replace" and (d.get("pattern") or {}).get("String") == "▁" and d.get("content") == " "
+           for d in steps):  # SentencePiece converted (Llama 2, Mistral, Gemma): '▁' replaced by a space
+        return "metaspace"
+    raise AlignmentError(f"tokenizer: decoder {decoder.get('type')!r} is not one of ByteLevel, Metaspace, "
+                         "WordPiece or a '▁' -> ' ' Replace, so its tokens' text cannot be read; use a tokenizer "
+                         "with one of these.")
 
 
 def token_surfaces(tokenizer) -> list[bytes | None]:
     """Per id, the text a token stands for, as UTF-8 bytes with spaces as b' ' (None: special tokens).
 
-    Space markers are normalised: byte-level 'Ġthe' and metaspace '▁the' are both b' the'; a WordPiece
-    continuation '##ing' is b'ing' and a word-initial WordPiece token 'the' is b' the' (WordPiece drops the
-    space itself; words follow a space except at the start of a text)."""
+    Space markers are normalised: byte-level 'Ġthe' and metaspace '▁the' are both b' the' (a byte-fallback
+    token '<0xE6>' is that one byte); a WordPiece continuation '##ing' is b'ing' and a word-initial WordPiece
+    token 'the' is b' the' (WordPiece drops the space itself; words follow a space except at the start of a
+    text)."""
     convention = marker_convention(tokenizer)
     special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
     table: list[bytes | None] = [None] * tokenizer.get_vocab_size()
@@ -221,7 +233,8 @@ def token_surfaces(tokenizer) -> list[bytes | None]:
         if convention == "byte_level":
             table[i] = bytes(decoder.get(c, ord("?")) for c in token)
         elif convention == "metaspace":
-            table[i] = token.replace("▁", " ").encode()
+            fallback = _BYTE_TOKEN.fullmatch(token)  # byte fallback: '<0xE6>' stands for that one byte
+            table[i] = bytes([int(fallback[1], 16)]) if fallback else token.replace("▁", " ").encode()
         else:
             table[i] = token[2:].encode() if token.startswith("##") else b" " + token.encode()
     return table
@@ -230,7 +243,7 @@ def token_surfaces(tokenizer) -> list[bytes | None]:
 def side_of(tokenizer, surfaces: list[bytes | None], text: str, content_start: int = 0) -> Side:
     """Encode `text` (without the tokenizer's own special tokens) into a `Side`."""
     encoding = tokenizer.encode(text, add_special_tokens=False)
-    unk = tokenizer.token_to_id("[UNK]")
+    unk = next((i for name in ("[UNK]", "<unk>") if (i := tokenizer.token_to_id(name)) is not None), None)
     return Side(list(encoding.ids), [tuple(o) for o in encoding.offsets], [surfaces[i] for i in encoding.ids],
                 content_start, unk)
 
@@ -238,7 +251,11 @@ def side_of(tokenizer, surfaces: list[bytes | None], text: str, content_start: i
 def normalizer_of(tokenizer):
     """The tokenizer's text normaliser as a function (None when it has none)."""
     normalizer = tokenizer.normalizer
-    return None if normalizer is None else normalizer.normalize_str
+    if normalizer is None:
+        return None
+    if marker_convention(tokenizer) == "metaspace":  # a normaliser that writes '▁' for spaces (SentencePiece
+        return lambda text: normalizer.normalize_str(text).replace("▁", " ")  # converted): as the surfaces do
+    return normalizer.normalize_str
 
 
 def vocab_map(student_tokenizer, teacher_tokenizer) -> Tensor:
