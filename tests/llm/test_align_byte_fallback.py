@@ -60,3 +60,13 @@ def test_rows_pair_with_a_wordpiece_student_across_odd_text(texts):
 def test_a_tokenizer_without_a_readable_decoder_is_still_refused(texts):
     with pytest.raises(AlignmentError, match="decoder"):
         token_surfaces(sentencepiece_like(texts, decoder=False))
+
+
+def test_paired_rows_name_the_field_of_a_tokenizer_they_cannot_read(texts):
+    student = train_lm_tokenizer(texts, "wordpiece", 300)
+    student = getattr(student, "backend_tokenizer", student)
+    unreadable = sentencepiece_like(texts, decoder=False)
+    with pytest.raises(AlignmentError, match=r"^recipe\.data\.args\.teacher_tokenizer: decoder"):
+        paired_rows(texts[:5], student, unreadable, where="recipe.data.args")
+    with pytest.raises(AlignmentError, match=r"^recipe\.data\.args\.tokenizer: decoder"):
+        paired_rows(texts[:5], unreadable, student, where="recipe.data.args")
