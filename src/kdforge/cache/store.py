@@ -502,7 +502,6 @@ def _store_rows(files: Mapping[str, ArrayFile], lo: int, hi: int, outputs: Mappi
                              f"store allocated {files[stem].shape} from its first row: the teacher's output "
                              "shape must not depend on the batch (pad every row of a split to one length).")
         files[stem].write(lo, rows)
-        files[stem].sync()  # batch by batch, so that a chunk's record waits for one batch's writeback, not all
 
 
 def _close_all(files: Mapping[str, ArrayFile]) -> None:
