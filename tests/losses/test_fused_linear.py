@@ -198,3 +198,20 @@ def test_the_shipped_recipe_trains_with_fused_token_kd_through_its_step(tmp_path
     assert len(calls) >= 4  # student and teacher heads on each of the 2 optimizer steps
     assert (tmp_path / "run" / "seed-0" / "student" / "model.safetensors").is_file()
 
+
+
+@pytest.mark.parametrize("name", ["token_kd", "fused_token_kd"])
+def test_a_second_backward_through_one_chunked_value_is_refused(name):
+    """The chunked paths hand their gradient buffers on once (`token_kd.hand_on`), scaled in place."""
+    from kdforge.losses.token_kd import hand_on
+
+    class Ctx:
+        grads = (torch.ones(2), None)
+
+    ctx = Ctx()
+    buffer = ctx.grads[0]
+    first = hand_on(ctx, torch.tensor(2.0), name)
+    assert torch.equal(first[0], torch.full((2,), 2.0)) and first[1] is None
+    assert first[0] is buffer  # scaled in place: no copy of a (rows x vocabulary) buffer
+    with pytest.raises(RuntimeError, match=f"{name}: backward through the same loss value twice"):
+        hand_on(ctx, torch.tensor(1.0), name)

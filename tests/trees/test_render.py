@@ -35,7 +35,9 @@ def test_save_writes_every_artifact(tmp_path):
     for name in ("tree.txt", "tree.json", "tree.png", "fidelity.txt"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "tree.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "with 95% confidence, from 200 fresh samples" in (tmp_path / "fidelity.txt").read_text()
+    # the 200 rows a fifth of the pool: held out, not fresh samples
+    assert ("with 95% confidence, from 200 held-out rows of the pool X, never used in fitting"
+            in (tmp_path / "fidelity.txt").read_text())
 
 
 def test_fidelity_statement_wording():

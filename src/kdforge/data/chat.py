@@ -238,7 +238,7 @@ def lm_file(path: str, tokenizer: str = "bpe", seq_len: int = 256, format: str =
                        vocab_size, base_dir, f"{where}.args.tokenizer")
     if teacher_tokenizer is not None:
         return paired_bundle(records, tok, teacher_tokenizer, seq_len, teacher_seq_len, teacher_bos, text_field,
-                             test_size, val_size, seed, base_dir, where), tok
+                             (train, val, test), test_size, base_dir, where), tok
     parts = {}
     for name, part in (("train", train), ("val", val), ("test", test)):
         examples = examples_of([records[i] for i in part.tolist()], tok, format, assistant_only, text_field,

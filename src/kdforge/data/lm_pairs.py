@@ -27,7 +27,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kdforge.data.bundle import DataBundle, permutation_split, shared_rows_bundle
+from torch import Tensor
+
+from kdforge.data.bundle import DataBundle, shared_rows_bundle
 from kdforge.data.text_file import require_fields
 from kdforge.errors import RecipeError
 from kdforge.types import DataInfo
@@ -71,10 +73,12 @@ def specials(tokenizer: Any, bos: bool | None, field: str) -> tuple[bool, tuple[
 
 
 def paired_bundle(records: list[dict[str, Any]], student: Any, teacher_tokenizer: str, seq_len: int,
-                  teacher_seq_len: int | None, teacher_bos: bool | None, text_field: str, test_size: float,
-                  val_size: float, seed: int, base_dir: str | Path | None, where: str) -> DataBundle:
-    """The DataBundle of paired rows (module docstring) from text `records`; `student` is lm_file's tokenizer
-    and `teacher_tokenizer` an `hf:` spec loaded as lm_file loads its own (relative to `base_dir`)."""
+                  teacher_seq_len: int | None, teacher_bos: bool | None, text_field: str,
+                  split: tuple[Tensor, Tensor, Tensor], test_size: float, base_dir: str | Path | None,
+                  where: str) -> DataBundle:
+    """The DataBundle of paired rows (module docstring) from text `records`; `student` is lm_file's tokenizer,
+    `teacher_tokenizer` an `hf:` spec loaded as lm_file loads its own (relative to `base_dir`), and `split`
+    lm_file's (train, val, test) record indices."""
     from kdforge.lm.align import vocab_map
     from kdforge.lm.cross_data import paired_rows
     from kdforge.lm.tokenizers import load_lm_tokenizer
@@ -95,7 +99,7 @@ def paired_bundle(records: list[dict[str, Any]], student: Any, teacher_tokenizer
     if cut:
         logger.info("%s: %d of %d texts do not fit seq_len=%d / teacher_seq_len=%s on both sides and are cut at "
                     "a shared span end", where, cut, len(texts), seq_len, teacher_seq_len or seq_len)
-    train, val, test = permutation_split(len(records), test_size, val_size, seed)  # lm_file's split of the records
+    train, val, test = split
     for name, part in (("train", train), ("test", test)):
         if not len(part):
             raise RecipeError(f"{args}: no {name} row ({len(records)} records, test_size {test_size}); give more "

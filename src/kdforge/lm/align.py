@@ -196,7 +196,7 @@ def _byte_decoder() -> dict[str, int]:
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def marker_convention(tokenizer) -> str:
+def marker_convention(tokenizer, where: str = "tokenizer") -> str:
     """How the tokenizer marks spaces in its tokens: 'byte_level' (Ġ), 'metaspace' (▁; also SentencePiece
     tokenizers converted with a '▁' -> ' ' Replace decoder and byte fallback, as Llama 2, Mistral, Gemma),
     'wordpiece' (##)."""
@@ -209,19 +209,19 @@ def marker_convention(tokenizer) -> str:
     if any(d.get("type") == "Replace" and (d.get("pattern") or {}).get("String") == "▁" and d.get("content") == " "
            for d in steps):  # SentencePiece converted (Llama 2, Mistral, Gemma): '▁' replaced by a space
         return "metaspace"
-    raise AlignmentError(f"tokenizer: decoder {decoder.get('type')!r} is not one of ByteLevel, Metaspace, "
+    raise AlignmentError(f"{where}: decoder {decoder.get('type')!r} is not one of ByteLevel, Metaspace, "
                          "WordPiece or a '▁' -> ' ' Replace, so its tokens' text cannot be read; use a tokenizer "
                          "with one of these.")
 
 
-def token_surfaces(tokenizer) -> list[bytes | None]:
+def token_surfaces(tokenizer, where: str = "tokenizer") -> list[bytes | None]:
     """Per id, the text a token stands for, as UTF-8 bytes with spaces as b' ' (None: special tokens).
 
     Space markers are normalised: byte-level 'Ġthe' and metaspace '▁the' are both b' the' (a byte-fallback
     token '<0xE6>' is that one byte); a WordPiece continuation '##ing' is b'ing' and a word-initial WordPiece
     token 'the' is b' the' (WordPiece drops the space itself; words follow a space except at the start of a
     text)."""
-    convention = marker_convention(tokenizer)
+    convention = marker_convention(tokenizer, where)
     special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
     table: list[bytes | None] = [None] * tokenizer.get_vocab_size()
     decoder = _byte_decoder() if convention == "byte_level" else {}
@@ -229,7 +229,7 @@ def token_surfaces(tokenizer) -> list[bytes | None]:
         if token in special:
             continue
         if i >= len(table):
-            raise AlignmentError(f"tokenizer: token {token!r} has id {i} beyond the vocabulary size {len(table)}.")
+            raise AlignmentError(f"{where}: token {token!r} has id {i} beyond the vocabulary size {len(table)}.")
         if convention == "byte_level":
             table[i] = bytes(decoder.get(c, ord("?")) for c in token)
         elif convention == "metaspace":

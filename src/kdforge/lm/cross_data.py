@@ -61,8 +61,9 @@ def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len:
     check_row_lengths(seq_len, teacher_seq_len, student_bos, teacher_bos, where)  # once, before any text
     t_len = teacher_seq_len or seq_len
     s_budget, t_budget = seq_len - int(student_bos) - 1, t_len - int(teacher_bos) - 1
-    s_surf, t_surf = (_surfaces(tok, f"{where}.{key}") for tok, key in ((student_tokenizer, "tokenizer"),
-                                                                        (teacher_tokenizer, "teacher_tokenizer")))
+    # errors name the field of the tokenizer whose token text cannot be read
+    s_surf = token_surfaces(student_tokenizer, f"{where}.tokenizer")
+    t_surf = token_surfaces(teacher_tokenizer, f"{where}.teacher_tokenizer")
     s_norm, t_norm = normalizer_of(student_tokenizer), normalizer_of(teacher_tokenizer)
     s_rows, t_rows, s_spans, t_spans, n_bytes = [], [], [], [], []
     for i, text in enumerate(texts):
@@ -87,14 +88,6 @@ def paired_rows(texts: list[str], student_tokenizer, teacher_tokenizer, seq_len:
                "student_span": student["span"], "teacher_span": teacher["span"],
                "text_bytes": torch.tensor(n_bytes, dtype=torch.long)}
     return TensorData(tensors, name=where)
-
-
-def _surfaces(tokenizer, field: str) -> list[bytes | None]:
-    """`token_surfaces`, its error naming the recipe field of the tokenizer it could not read."""
-    try:
-        return token_surfaces(tokenizer)
-    except AlignmentError as exc:
-        raise AlignmentError(f"{field}: {str(exc).removeprefix('tokenizer: ')}") from None
 
 
 def _rows(rows: list[list[int]], spans: list[list[int]], width: int, pad: int = PAD) -> dict[str, Tensor]:

@@ -34,6 +34,10 @@ def check_fraction(value: Any, name: str, owner: str) -> float:
     return float(value)
 
 
+FRESH_DRAWS = "fresh sampler draws, never used in fitting"  # what a fidelity bound was measured on (fidelity_rows_)
+HELD_OUT_ROWS = "held-out rows of the pool X, never used in fitting"
+
+
 class TeacherTreeMixin(ClassifierMixin):
     """Shared machinery; subclasses set `tree_` (a `Tree`) in `fit` and call `_finish_fit`."""
 
@@ -85,6 +89,7 @@ class TeacherTreeMixin(ClassifierMixin):
             raise ValueError(f"{name}.fit: give a pool X of unlabelled inputs, or a sampler.")
         X = self._validate_input(X, reset=True) if X is not None else None
         self._reset_classes()
+        self.fidelity_rows_ = FRESH_DRAWS if self.sampler is not None else HELD_OUT_ROWS
         if self.sampler is not None:
             X_fit = self._draw(self.n_samples, rng, X)
             X_fid = self._draw(self.n_fidelity, rng, X) if self.n_fidelity else None
@@ -134,7 +139,8 @@ class TeacherTreeMixin(ClassifierMixin):
         if self.n_fidelity_ == 0:
             return "fidelity not measured (n_fidelity=0)"
         agree = int(round(self.fidelity_ * self.n_fidelity_))
-        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence)
+        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence,
+                                         samples=getattr(self, "fidelity_rows_", "fresh samples"))
 
     def _names(self, feature_names: list[str] | None) -> list[str] | None:
         """Given names, else the column names of a DataFrame X seen in fit, else None (x[j])."""
@@ -168,6 +174,8 @@ class TeacherTreeMixin(ClassifierMixin):
         out = render.to_dict(self.tree_, self._class_labels(class_names), self._names(feature_names))
         out["fidelity"] = {"observed": self.fidelity_, "lower_bound": self.fidelity_lower_,
                            "confidence": self.confidence, "n_fresh_samples": self.n_fidelity_}
+        if hasattr(self, "fidelity_rows_"):  # which rows: fresh sampler draws, or rows held out of the pool
+            out["fidelity"]["measured_on"] = self.fidelity_rows_
         return out
 
     def save(self, folder: str | Path, feature_names: list[str] | None = None, title: str | None = None,

@@ -40,11 +40,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from kdforge.errors import KDForgeError
-from kdforge.trees import render
-from kdforge.trees.base import TeacherTreeEstimator, check_fraction, check_int
+from kdforge.trees.base import FRESH_DRAWS, TeacherTreeEstimator, check_fraction, check_int
 from kdforge.trees.conjunctions import all_conjunctions
 from kdforge.trees.dp import tree_dp
 from kdforge.trees.literals import Literals, is_boolean_cube, sensitivity_literals
@@ -171,13 +169,12 @@ class JuntaDistiller(TeacherTreeEstimator):
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
         self.n_queries_ = {"influence": 0, "sweep": 0, "tree": 0, "fidelity": 0}
         if self.sampler is None:  # split the pool: the bound is measured on rows no step was fitted on
-            X, X_fid = self._fit_inputs(X, rng)
-            self.fidelity_rows_ = "held-out rows of the pool X, never used in fitting"
+            X, X_fid = self._fit_inputs(X, rng)  # sets fidelity_rows_: held-out rows of the pool
         else:
             X = self._validate_input(X, reset=True) if X is not None else None
             self._reset_classes()
             X_fid = None  # drawn fresh after the fit
-            self.fidelity_rows_ = "fresh sampler draws, never used in fitting"
+            self.fidelity_rows_ = FRESH_DRAWS
         # the width fixes the default n_pairs; without X it comes from the first draw, which is kept as a base row
         first = self._draw(1, rng, None) if X is None else None
         n = X.shape[1] if X is not None else first.shape[1]
@@ -244,21 +241,6 @@ class JuntaDistiller(TeacherTreeEstimator):
                            "fidelity": 0 if X_fid is None else len(X_fid)}
         self._finish_fit(X_fid, y_fid)
         return self
-
-    def fidelity_statement(self) -> str:
-        """The bound, naming the rows it was measured on (fresh sampler draws, or held-out rows of the pool)."""
-        check_is_fitted(self, "tree_")
-        if self.n_fidelity_ == 0:
-            return super().fidelity_statement()
-        agree = int(round(self.fidelity_ * self.n_fidelity_))
-        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence,
-                                         samples=self.fidelity_rows_)
-
-    def to_dict(self, feature_names: list[str] | None = None,
-                class_names: list[str] | None = None) -> dict[str, Any]:
-        out = super().to_dict(feature_names, class_names)
-        out["fidelity"]["measured_on"] = self.fidelity_rows_
-        return out
 
     def _tree_samples(self, relevant: np.ndarray, boolean: bool, rng: np.random.Generator, X: np.ndarray | None,
                       n: int) -> tuple[np.ndarray, np.ndarray, Literals, np.ndarray]:

@@ -185,7 +185,8 @@ class SoftDecisionTree(TeacherTreeEstimator):
                 "leaf_logits": self.module_.leaves.detach().tolist(), "input_mean": self.mean_.tolist(),
                 "input_scale": self.scale_.tolist(),
                 "fidelity": {"observed": self.fidelity_, "lower_bound": self.fidelity_lower_,
-                             "confidence": self.confidence, "n_fresh_samples": self.n_fidelity_}}
+                             "confidence": self.confidence, "n_fresh_samples": self.n_fidelity_,
+                             "measured_on": self.fidelity_rows_}}
 
     def fidelity_statement(self) -> str:
         check_is_fitted(self, "module_")
@@ -194,7 +195,8 @@ class SoftDecisionTree(TeacherTreeEstimator):
         if self.n_fidelity_ == 0:
             return "fidelity not measured (n_fidelity=0)"
         agree = int(round(self.fidelity_ * self.n_fidelity_))
-        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence)
+        return render.fidelity_statement(agree, self.n_fidelity_, self.fidelity_lower_, self.confidence,
+                                         samples=self.fidelity_rows_)
 
     def save(self, folder, feature_names: list[str] | None = None, title: str | None = None) -> None:
         """tree.txt, tree.json and fidelity.txt (no PNG: the splits are oblique)."""
