@@ -36,6 +36,18 @@ def test_distill_takes_a_teacher_inputs_mapping_across_tokenizers(paired, tmp_pa
     teacher_tokens = int((paired.test.tensors["teacher_labels"] != -100).sum())
     assert result.teacher["n"] == teacher_tokens  # counted on the teacher's own labels, not the student's
     assert 0 <= result.student["agreement"] <= 1 and result.student["agreement_n"] > 0
+    # the same figures the run report computes for these models (app.evaluation), not numbers of their own
+    from kdforge.app.evaluation import lm_bits_per_byte, span_end_logits
+    from kdforge.evaluate import agreement_summary, predict_logits
+
+    test = paired.test
+    s_logits = predict_logits(student, test, ["input_ids", "attention_mask"])
+    t_logits = predict_logits(teacher, test, TEACHER_INPUTS)
+    s_ends, t_ends = span_end_logits(s_logits, t_logits, test, paired.vocab_map)
+    expected = agreement_summary(t_ends, s_ends, 0.95)
+    assert result.student["agreement"] == expected["agreement"]
+    assert result.student["agreement_n"] == expected["agreement_n"]
+    assert result.student["bits_per_byte"] == lm_bits_per_byte(s_logits, test.tensors["labels"], test)["bits_per_byte"]
 
 
 def test_without_the_mapping_the_teacher_would_read_the_students_ids_and_is_refused(paired, tmp_path):
